@@ -1,0 +1,62 @@
+"""Build a :class:`~pyro_vae.vae.VAE` from a plain configuration (the record kept in checkpoints).
+
+A configuration names one registered piece of each kind with its options::
+
+    {"x_shape": [1, 28, 28], "z_dim": 50,
+     "prior": {"name": "standard_normal", "options": {}},
+     "guide": {"name": "diagonal_normal", "options": {"min_scale": 1e-4}},
+     "likelihood": {"name": "bernoulli", "options": {}},
+     "net": {"name": "mlp", "options": {"hidden_dims": [400], "activation": "relu"}}}
+
+Options left out take the defaults declared in the registry entry; the returned model's
+``config`` holds every option resolved, so the same file rebuilds the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional, Sequence
+
+from . import guides, likelihoods, nets, priors  # noqa: F401  (fill the registries)
+from .registry import GUIDES, LIKELIHOODS, NETS, PRIORS
+from .vae import VAE
+
+PIECES = {"prior": PRIORS, "guide": GUIDES, "likelihood": LIKELIHOODS, "net": NETS}
+
+
+def make_config(x_shape: Sequence[int], z_dim: int, prior: str = "standard_normal",
+                guide: str = "diagonal_normal", likelihood: str = "bernoulli", net: str = "mlp",
+                options: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """A model configuration; ``options`` maps a kind (``"net"``, ...) to that piece's options."""
+    options = options or {}
+    unknown = set(options) - set(PIECES)
+    if unknown:
+        raise ValueError(f"options given for unknown kinds {sorted(unknown)}; kinds are {sorted(PIECES)}")
+    names = {"prior": prior, "guide": guide, "likelihood": likelihood, "net": net}
+    config: Dict[str, Any] = {"x_shape": [int(s) for s in x_shape], "z_dim": int(z_dim)}
+    for kind, registry in PIECES.items():
+        config[kind] = {"name": names[kind], "options": registry[names[kind]].resolve(options.get(kind))}
+    return config
+
+
+def build_vae(config: Dict[str, Any]) -> VAE:
+    """Instantiate the pieces named in ``config`` and compose them into a :class:`VAE`."""
+    config = copy.deepcopy(config)
+    x_shape, z_dim = tuple(config["x_shape"]), int(config["z_dim"])
+    if z_dim <= 0:
+        raise ValueError(f"z_dim must be positive, got {z_dim}")
+    for kind, registry in PIECES.items():
+        piece = config[kind]
+        piece["options"] = registry[piece["name"]].resolve(piece.get("options"))
+
+    def build(kind: str, **context: Any) -> Any:
+        return PIECES[kind].build(config[kind]["name"], config[kind]["options"], **context)
+
+    prior = build("prior", z_dim=z_dim)
+    guide = build("guide", z_dim=z_dim)
+    likelihood = build("likelihood", x_shape=x_shape)
+    encoder, decoder = build("net", x_shape=x_shape, z_dim=z_dim,
+                             encoder_out_dim=guide.encoder_out_dim(z_dim))
+    vae = VAE(prior=prior, guide=guide, likelihood=likelihood, encoder=encoder, decoder=decoder)
+    vae.config = config
+    return vae

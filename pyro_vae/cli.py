@@ -1,0 +1,139 @@
+"""Command-line flags, generated from the registries.
+
+Every registry contributes a selector (``--prior``, ``--guide``, ``--likelihood``, ``--net``,
+``--objective``) whose choices are its registered names, and one flag per declared option of each
+entry (``--gaussian-scale``, ``--hidden-dims``, ``--num-particles``, ...). Options are parsed with
+default ``None`` and resolved by the registry, so each default is written once, with its piece.
+Bad input ends in ``parser.error``: a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict
+
+from .build import PIECES
+from .data import BINARIZATIONS, DATASETS
+from .objectives import OBJECTIVES
+
+#: kind -> (registry, default entry); the objective is not part of the model's configuration.
+SELECTORS = {**{kind: registry for kind, registry in PIECES.items()}, "objective": OBJECTIVES}
+DEFAULTS = {"prior": "standard_normal", "guide": "diagonal_normal", "likelihood": "bernoulli",
+            "net": "mlp", "objective": "elbo"}
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    seen: Dict[str, str] = {}
+    for kind, registry in SELECTORS.items():
+        group = parser.add_argument_group(f"{kind} (choose with --{kind}; options apply to that choice)")
+        group.add_argument(f"--{kind}", choices=registry.names(), default=DEFAULTS[kind],
+                           help=f"default: {DEFAULTS[kind]}. "
+                           + "; ".join(f"{e.name}: {e.summary}" for e in registry))
+        for entry in registry:
+            for option in entry.options.values():
+                flag = option.cli_flag(entry.name)
+                if flag in seen:  # a shared flag (e.g. --num-particles), declared by several entries
+                    continue
+                seen[flag] = entry.name
+                kwargs: Dict[str, Any] = {"default": None, "dest": _dest(kind, flag)}
+                default = list(option.default) if isinstance(option.default, tuple) else option.default
+                if option.type is bool:
+                    kwargs["action"] = argparse.BooleanOptionalAction
+                else:
+                    kwargs["type"] = option.type
+                    kwargs["nargs"] = option.nargs
+                    kwargs["choices"] = option.choices
+                owner = "" if option.flag else f"[{entry.name}] "
+                group.add_argument(flag, help=f"{owner}{option.help} (default: {default})", **kwargs)
+
+
+def _dest(kind: str, flag: str) -> str:
+    return f"{kind}__" + flag.lstrip("-").replace("-", "_")
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of ``examples/mnist_svi.py`` (and of the other examples that mirror it)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = parser.add_argument_group("run")
+    run.add_argument("--cuda", action="store_true", help="train and evaluate on the GPU")
+    run.add_argument("--num-epochs", type=_non_negative_int, default=20, help="training epochs")
+    run.add_argument("--batch-size", type=_positive_int, default=128, help="images per gradient step")
+    run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    run.add_argument("--seed", type=int, default=0, help="seed of every random number generator")
+    run.add_argument("--out", default="results/mnist_svi", help="directory for metrics, plots, checkpoints")
+    run.add_argument("--resume", metavar="PATH", default=None,
+                     help="continue from a checkpoint (a file, or an --out directory holding checkpoint.pt)")
+    run.add_argument("--evaluate-only", action="store_true",
+                     help="with --resume: evaluate the saved model, no training")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    model = parser.add_argument_group("model")
+    model.add_argument("--z-dim", type=_positive_int, default=50, help="latent dimension")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    data.add_argument("--data-dir", default=None,
+                      help="directory in torchvision's layout <dir>/MNIST/raw/*.gz (default: $PYRO_VAE_DATA, "
+                      "else download into the cache $PYRO_VAE_CACHE, default ~/.cache/pyro_vae)")
+    data.add_argument("--binarize", choices=BINARIZATIONS, default="dynamic",
+                      help="dynamic: fresh Bernoulli draw of the training images each epoch; static: one "
+                      "seeded draw; none: grey levels (continuous likelihoods only)")
+    data.add_argument("--train-size", type=_positive_int, default=None,
+                      help="use only the first N training images (default: all but the validation split)")
+    data.add_argument("--val-size", type=_non_negative_int, default=1000,
+                      help="training images held out for validation and model selection")
+    data.add_argument("--test-size", type=_positive_int, default=None, help="use only the first N test images")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-samples", type=_positive_int, default=1000,
+                            help="K, importance samples per test image for log p(x) (the literature: 5000)")
+    evaluation.add_argument("--eval-batch-size", type=_positive_int, default=100, help="test images per batch")
+    _add_registry_arguments(parser)
+    return parser
+
+
+def piece_options(parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str) -> Dict[str, Any]:
+    """Options given on the command line for the chosen entry of ``kind`` (the rest take the
+    registry's defaults). An option flag of an entry that was *not* chosen is an error."""
+    registry = SELECTORS[kind]
+    chosen = getattr(args, kind)
+    options: Dict[str, Any] = {}
+    for entry in registry:
+        for option in entry.options.values():
+            value = getattr(args, _dest(kind, option.cli_flag(entry.name)))
+            if value is None:
+                continue
+            if entry.name == chosen:
+                options[option.name] = value
+            elif option.name not in registry[chosen].options or option.flag is None:
+                parser.error(f"{option.cli_flag(entry.name)} is an option of {kind} {entry.name!r}, "
+                             f"but --{kind} is {chosen!r}")
+    try:
+        return registry[chosen].resolve(options)
+    except ValueError as error:
+        parser.error(str(error))

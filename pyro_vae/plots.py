@@ -1,0 +1,120 @@
+"""Figures a person would rather look at than read: reconstructions, samples, the latent space,
+training curves. Each function writes one PNG and returns its path. Matplotlib's ``Agg`` backend
+is used, so no display is needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .vae import VAE  # noqa: E402
+
+
+def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    from ._torchvision import torchvision
+
+    return torchvision.utils.make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow,
+                                       padding=2, pad_value=1.0)
+
+
+def _show_grid(grid: torch.Tensor, title: str, path: Path, width: float = 8.0) -> Path:
+    height = width * grid.shape[1] / grid.shape[2]
+    fig, ax = plt.subplots(figsize=(width, height + 0.5))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reconstructions(vae: VAE, x: torch.Tensor, path: Path, n: int = 16) -> Path:
+    """Row 1: inputs x; row 2: E[x|z] with z ~ q(z|x) (the model replayed on the guide's z)."""
+    x = x[:n]
+    recon = vae.reconstruct(x)
+    grid = _grid(torch.cat([x, recon]), nrow=x.shape[0])
+    return _show_grid(grid, "top: data x    bottom: reconstruction E[x | z], z ~ q(z|x)", path)
+
+
+def plot_samples(vae: VAE, path: Path, n: int = 64) -> Path:
+    """New images: z ~ p(z), shown as E[x|z]."""
+    grid = _grid(vae.sample(n), nrow=int(n ** 0.5))
+    return _show_grid(grid, "samples: E[x | z], z ~ p(z)", path, width=6.0)
+
+
+@torch.no_grad()
+def latent_means(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_q[z|x] per image (the guide's mean; a 64-sample average where it has no closed form)."""
+    means = []
+    for start in range(0, x.shape[0], batch_size):
+        q = vae.encode(x[start:start + batch_size])
+        try:
+            means.append(q.mean)
+        except NotImplementedError:
+            means.append(q.sample((64,)).mean(0))
+    return torch.cat(means)
+
+
+def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
+    """Scatter of E_q[z|x] coloured by label; the first two principal components when z_dim > 2."""
+    z = latent_means(vae, x).cpu()
+    axis_names = ("z[0]", "z[1]")
+    if z.shape[1] > 2:
+        z_centered = z - z.mean(0)
+        _, s, v = torch.linalg.svd(z_centered, full_matrices=False)
+        z = z_centered @ v[:2].T
+        explained = (s[:2] ** 2 / (s ** 2).sum()).tolist()
+        axis_names = tuple(f"PC{i + 1} ({100 * e:.0f}% of variance)" for i, e in enumerate(explained))
+    elif z.shape[1] == 1:
+        z = torch.cat([z, torch.zeros_like(z)], dim=1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=4, alpha=0.7)
+    fig.colorbar(points, ax=ax, label="label")
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title("latent means E_q[z | x] of test images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+@torch.no_grad()
+def plot_manifold(vae: VAE, path: Path, n: int = 20) -> Path:
+    """For z_dim = 2: E[x|z] on an n×n grid of z at the prior's quantiles 0.05 .. 0.95
+    (the learned manifold figure of Kingma & Welling, arXiv:1312.6114, Fig. 4)."""
+    if vae.config["z_dim"] != 2:
+        raise ValueError("the manifold plot needs z_dim = 2")
+    device = vae.device
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    z1, z0 = torch.meshgrid(quantiles.flip(0), quantiles, indexing="ij")
+    z = torch.stack([z0.reshape(-1), z1.reshape(-1)], dim=-1).to(device)
+    images = vae.likelihood(vae.decoder(z)).mean
+    return _show_grid(_grid(images, nrow=n), "decoded manifold E[x | z] over a grid of z", path)
+
+
+def plot_elbo(history: Sequence[dict], path: Path, test_elbo: Optional[float] = None) -> Path:
+    """Train and validation ELBO (nats per image) against epochs."""
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot(epochs, [r["train_elbo"] for r in history], marker="o", label="train ELBO")
+    val: List[float] = [r["val_elbo"] for r in history if "val_elbo" in r]
+    if len(val) == len(epochs):
+        ax.plot(epochs, val, marker="s", label="validation ELBO")
+    if test_elbo is not None:
+        ax.axhline(test_elbo, color="k", linestyle="--", label="test ELBO (selected model)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per image)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

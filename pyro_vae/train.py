@@ -1,0 +1,91 @@
+"""The training loop: stochastic gradient ascent on a Pyro ELBO. It knows only a loss.
+
+Why not ``pyro.infer.SVI.step``: ``SVI.step`` and ``Trace_ELBO.loss_and_grads`` turn the loss into a
+Python float on every step, a host synchronization that dominates small models (measured on a
+near-zero-compute model: 1.66 ms per step against 0.54 ms for hand-written torch). Pyro's module
+form computes the *same* estimator from the same model and guide: ``objective(model, guide)`` is
+a :class:`torch.nn.Module` whose output is Pyro's differentiable loss (−ELBO summed over the batch),
+so we call ``loss.backward()`` and step one fused ``torch.optim.Adam`` over all parameters. The
+loss is accumulated on the device and read once per progress refresh and once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable, List, Optional
+
+import torch
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def fit(
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    batches: Callable[[], Iterable[torch.Tensor]],
+    num_epochs: int,
+    *,
+    start_epoch: int = 0,
+    history: Optional[List[dict]] = None,
+    num_batches: Optional[int] = None,
+    validate: Optional[Callable[[], float]] = None,
+    on_epoch_end: Optional[Callable[[List[dict]], None]] = None,
+    progress: bool = True,
+    verbose: bool = True,
+    refresh_every: int = 50,
+) -> List[dict]:
+    """Run epochs ``start_epoch + 1 .. num_epochs`` of gradient steps on ``loss``.
+
+    :param loss: maps a batch ``x`` to a scalar differentiable loss, the negative ELBO summed over
+        the batch (e.g. ``Trace_ELBO()(vae.model, vae.guide)``).
+    :param optimizer: over every parameter the loss depends on.
+    :param batches: called once per epoch, yields the batches of that epoch.
+    :param validate: called after each epoch, returns the validation ELBO per image.
+    :param on_epoch_end: called with the history after each epoch (checkpointing lives there).
+    :param progress: a tqdm bar per epoch with the running ELBO; ``verbose``: one line per epoch.
+    :returns: the history, one record per epoch: ``epoch``, ``train_elbo`` (mean over the epoch's
+        images of the per-step ELBO estimate, nats per image), ``val_elbo``, ``seconds``.
+    """
+    from tqdm.auto import tqdm
+
+    history = list(history or [])
+    for epoch in range(start_epoch + 1, num_epochs + 1):
+        start = time.perf_counter()
+        total, count = None, 0
+        bar = tqdm(batches(), total=num_batches, desc=f"epoch {epoch}/{num_epochs}", unit="batch",
+                   disable=not progress, leave=False)
+        for step, x in enumerate(bar, 1):
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(x)
+            value.backward()
+            optimizer.step()
+            total = value.detach() if total is None else total + value.detach()
+            count += x.shape[0]
+            if progress and step % refresh_every == 0:
+                bar.set_postfix(elbo=f"{-_finite(total, epoch) / count:.2f}")
+        bar.close()
+        record = {"epoch": epoch, "train_elbo": -_finite(total, epoch) / max(count, 1)}
+        record["seconds"] = time.perf_counter() - start
+        if validate is not None:
+            record["val_elbo"] = float(validate())
+        history.append(record)
+        if verbose:
+            tqdm.write("epoch {epoch:>4}  train ELBO {train_elbo:9.3f}".format(**record)
+                       + (f"  val ELBO {record['val_elbo']:9.3f}" if "val_elbo" in record else "")
+                       + f"  ({record['seconds']:.1f} s)")
+        if on_epoch_end is not None:
+            on_epoch_end(history)
+    return history
+
+
+def _finite(total: Optional[torch.Tensor], epoch: int) -> float:
+    value = 0.0 if total is None else total.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"the loss became {value} in epoch {epoch}; lower the learning rate, or check the data "
+            "against the likelihood (e.g. grey levels under a Bernoulli likelihood)"
+        )
+    return value
