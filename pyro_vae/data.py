@@ -3,7 +3,8 @@
 Files: torchvision's dataset classes read ``<root>/<ClassName>/raw/``. The directory given by
 ``data_dir`` (``--data-dir`` or ``$PYRO_VAE_DATA``) is treated as read-only: its files
 (``*-ubyte.gz``, or already extracted ``*-ubyte``) are linked into a cache of ours
-(``$PYRO_VAE_CACHE``, default ``~/.cache/pyro_vae``), and torchvision is pointed at that cache with
+(``$PYRO_VAE_CACHE``, default ``~/.cache/pyro_vae``; one folder per data directory), and torchvision
+is pointed at that cache with
 ``download=True``. torchvision then verifies each ``.gz`` against its MD5 and extracts it there,
 without touching the network; files that are missing everywhere are downloaded, with checksums,
 by torchvision's own download path. Offline with no data, :class:`DataNotFoundError` says which
@@ -24,6 +25,7 @@ runs with different seeds are evaluated on the same binary images.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterator, Optional
@@ -50,6 +52,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYRO_VAE_CACHE", "~/.cache/pyro_vae")).expanduser()
 
 
+def _cache_for(data_dir: Optional[Path]) -> Path:
+    """One cache folder per source directory, so that files extracted from one data directory are
+    never mistaken for another's; downloads (no data directory) go to ``<cache>/data/download``."""
+    if data_dir is None:
+        return cache_dir() / "data" / "download"
+    key = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / "data" / key
+
+
 def _link_raw_files(class_name: str, data_dir: Path, cache: Path) -> None:
     """Symlink ``data_dir/<Class>/raw/*-ubyte[.gz]`` into ``cache/<Class>/raw/``."""
     source, target = data_dir / class_name / "raw", cache / class_name / "raw"
@@ -70,8 +81,6 @@ def load_torchvision(dataset: str, data_dir: Optional[Path] = None, train: bool 
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
     class_name = DATASETS[dataset]
-    cache = cache_dir() / "data"
-    searched = [str(cache / class_name / "raw")]
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser()
         if not data_dir.is_dir():
@@ -79,6 +88,9 @@ def load_torchvision(dataset: str, data_dir: Optional[Path] = None, train: bool 
                 f"data directory {data_dir} does not exist. Pass --data-dir (or set PYRO_VAE_DATA) "
                 f"to a directory holding {class_name}/raw/*-ubyte.gz (torchvision's layout)."
             )
+    cache = _cache_for(data_dir)
+    searched = [str(cache / class_name / "raw")]
+    if data_dir is not None:
         searched.insert(0, str(data_dir / class_name / "raw"))
         _link_raw_files(class_name, data_dir, cache)
     try:

@@ -78,8 +78,16 @@ def test_data_dir_is_never_written(synthetic_data_dir):
     before = sorted(p.name for p in (synthetic_data_dir / "MNIST" / "raw").iterdir())
     load_data("mnist", synthetic_data_dir, "none", val_size=50)
     assert sorted(p.name for p in (synthetic_data_dir / "MNIST" / "raw").iterdir()) == before
-    linked = data_module.cache_dir() / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    linked = data_module._cache_for(synthetic_data_dir) / "MNIST" / "raw" / "train-images-idx3-ubyte"
     assert linked.is_symlink()
+
+
+def test_two_data_directories_do_not_share_cached_files(synthetic_data_dir, tmp_path):
+    from .conftest import make_synthetic_mnist
+
+    other = make_synthetic_mnist(tmp_path / "other", n_train=120, n_test=30, seed=1)
+    assert len(load_data("mnist", synthetic_data_dir, "none", val_size=10).test) == 200
+    assert len(load_data("mnist", other, "none", val_size=10).test) == 30
 
 
 @pytest.mark.parametrize("kwargs,match", [

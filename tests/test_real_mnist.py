@@ -1,7 +1,7 @@
 """A short training run on real MNIST (skipped when the data is not on this machine).
 
 Threshold: a VAE whose decoder ignored z would at best be the independent-pixel Bernoulli model
-p(x) = Π_i p_i^{x_i} (1 − p_i)^{1 − x_i} with p_i the training frequency of pixel i (about −206
+p(x) = Π_i p_i^{x_i} (1 − p_i)^{1 − x_i} with p_i the training frequency of pixel i (about −201
 nats per image on binarized MNIST). Its log-likelihood is computed here on the same images; the
 VAE's test ELBO, a *lower bound* on its log-likelihood, must beat it by more than four standard
 errors of the paired difference: the latent code has learned something real. (Measured with
