@@ -22,31 +22,25 @@ DEFAULTS = {"prior": "standard_normal", "guide": "diagonal_normal", "likelihood"
             "net": "mlp", "objective": "elbo"}
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _bounded(cast: type, lower: float, strict: bool):
+    """An argparse type: ``cast(text)``, which must be ``> lower`` (strict) or ``>= lower``."""
+    what = "an integer" if cast is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < lower or (strict and value == lower):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {lower}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+_positive_int = _bounded(int, 1, strict=False)
+_non_negative_int = _bounded(int, 0, strict=False)
+_positive_float = _bounded(float, 0.0, strict=True)
 
 
 def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:

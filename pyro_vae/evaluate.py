@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Optional
 
 import pyro
@@ -150,9 +151,11 @@ def psis_khat(log_w: torch.Tensor) -> torch.Tensor:
     log p(x) of that image is unreliable. Uses ``arviz.psislw``, which takes samples on the
     *last* axis, hence the transpose.
     """
-    try:
-        from arviz import psislw
-    except ImportError:  # arviz >= 1.0 moved it
-        from arviz_stats import psislw  # type: ignore[no-redef]
+    with warnings.catch_warnings():  # arviz 0.23 announces its 1.0 refactor on import
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            from arviz import psislw
+        except ImportError:  # arviz >= 1.0 moved it
+            from arviz_stats import psislw  # type: ignore[no-redef]
     _, khat = psislw(log_w.detach().double().cpu().numpy().T)
     return torch.as_tensor(khat)

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from .vae import VAE  # noqa: E402
@@ -111,6 +112,7 @@ def plot_elbo(history: Sequence[dict], path: Path, test_elbo: Optional[float] = 
     if test_elbo is not None:
         ax.axhline(test_elbo, color="k", linestyle="--", label="test ELBO (selected model)")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("ELBO (nats per image)")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -12,6 +12,7 @@ loss is accumulated on the device and read once per progress refresh and once pe
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Callable, Iterable, List, Optional
 
@@ -75,7 +76,8 @@ def fit(
         if verbose:
             tqdm.write("epoch {epoch:>4}  train ELBO {train_elbo:9.3f}".format(**record)
                        + (f"  val ELBO {record['val_elbo']:9.3f}" if "val_elbo" in record else "")
-                       + f"  ({record['seconds']:.1f} s)")
+                       + f"  ({record['seconds']:.1f} s)", file=sys.stdout)
+            sys.stdout.flush()
         if on_epoch_end is not None:
             on_epoch_end(history)
     return history

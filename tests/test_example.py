@@ -80,8 +80,11 @@ def test_evaluate_only_evaluates_a_saved_model(synthetic_data_dir, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--data-dir", "/nonexistent/pyro_vae"], "no such directory"),
     (["--dataset", "cifar10"], "invalid choice"),
-    (["--train-size", "-5"], "must be >= 0"),
-    (["--batch-size", "0"], "must be a positive integer"),
+    (["--train-size", "-5"], "must be >= 1"),
+    (["--val-size", "-1"], "must be >= 0"),
+    (["--batch-size", "0"], "must be >= 1"),
+    (["--lr", "0"], "must be > 0.0"),
+    (["--num-epochs", "two"], "must be an integer"),
     (["--binarize", "none"], "binary images only"),
     (["--evaluate-only"], "needs --resume"),
     (["--gaussian-scale", "0.3"], "is an option of likelihood 'gaussian'"),
