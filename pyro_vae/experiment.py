@@ -75,6 +75,16 @@ def versions() -> Dict[str, str]:
             "pyro_vae": _package_version(), "platform": platform.platform()}
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -178,7 +188,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
         "history": history,
         "config": {"run": config, "model": model_config},
         "versions": versions(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
