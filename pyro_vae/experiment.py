@@ -136,15 +136,21 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
         optimizer.load_state_dict(resumed["optimizer_state"])
         checkpoint.set_rng_state(resumed["rng_state"])
         history, start_epoch = resumed["history"], resumed["epoch"]
+        best_path = _checkpoint_path(args.resume).parent / "best.pt"
         best = {"val_elbo": resumed["best_val_elbo"], "epoch": resumed["best_epoch"],
-                "state": checkpoint.load_checkpoint(out / "best.pt", device)["model_state"]
-                if (out / "best.pt").is_file() else copy.deepcopy(vae.state_dict())}
+                "state": checkpoint.load_checkpoint(best_path, device)["model_state"]
+                if best_path.is_file() else copy.deepcopy(vae.state_dict())}
     print(_describe(model_config, config, data))
 
     def validate() -> float:
+        """Validation ELBO per image, one z per image. The draws use a fixed seed on a forked
+        generator: every epoch is scored with the same ε (less noise in model selection), and the
+        training stream of random numbers is left untouched."""
         if len(data.val) == 0:
             return float("nan")
-        return evaluate(vae, data.val.images, num_samples=1, batch_size=args.eval_batch_size).elbo.mean().item()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config["seed"])
+            return evaluate(vae, data.val.images, 1, args.eval_batch_size).elbo.mean().item()
 
     def on_epoch_end(history) -> None:
         record = history[-1]
@@ -170,21 +176,18 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
     test = evaluate(vae, data.test.images, args.eval_samples, args.eval_batch_size,
                     psis=args.eval_samples >= 100, progress=progress)
     eval_seconds = time.perf_counter() - start
-    val_summary = evaluate(vae, data.val.images, 1, args.eval_batch_size).summary() if len(data.val) else None
     summary = test.summary()
-    trained_epochs = [r for r in history if r["epoch"] > 0]
     metrics = {
         "test_elbo": summary["elbo"], "test_elbo_stderr": summary["elbo_stderr"],
         "test_log_likelihood": summary["log_likelihood"],
         "test_log_likelihood_stderr": summary["log_likelihood_stderr"],
-        "val_elbo": val_summary["elbo"] if val_summary else None,
+        "val_elbo": validate() if len(data.val) else None,
         "eval_samples": args.eval_samples, "num_test_images": summary["num_images"],
         "eval_seconds": eval_seconds,
         "psis_khat_share_above_0.7": summary.get("khat_share_above_0.7"),
         "selected_epoch": best["epoch"],
-        "num_epochs": len(trained_epochs),
-        "seconds_per_epoch": (sum(r["seconds"] for r in trained_epochs) / len(trained_epochs)
-                              if trained_epochs else None),
+        "num_epochs": len(history),
+        "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history) if history else None,
         "history": history,
         "config": {"run": config, "model": model_config},
         "versions": versions(),
