@@ -41,7 +41,7 @@ def run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dic
         "objective": args.objective, "objective_options": piece_options(parser, args, "objective"),
         "eval_samples": args.eval_samples, "eval_batch_size": args.eval_batch_size,
         "eval_ks": sorted({k for k in args.eval_ks if k <= args.eval_samples} | {args.eval_samples}),
-        "cuda": args.cuda, "data_dir": args.data_dir,
+        "cuda": args.cuda, "data_dir": args.data_dir, "pyro_validation": args.pyro_validation,
     }
 
 
@@ -97,8 +97,16 @@ def _package_version() -> str:
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
-    """Train (or, with --evaluate-only, just evaluate) and write every output to ``args.out``."""
+    """Train (or, with --evaluate-only, just evaluate) and write every output to ``args.out``.
+
+    Pyro's validation is off unless ``--pyro-validation``: the data's compatibility with the
+    likelihood is checked once, up front, instead of on every step."""
     check_args(parser, args)
+    with pyro.validation_enabled(args.pyro_validation):
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
     device = torch.device("cuda" if args.cuda else "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,10 @@ flows only through the sample z = g_φ(ε) and not through q's own parameters (t
     log q_path = log q_φ(z) − log q_φ(sg(z)) + sg(log q_φ(sg(z))),
 
 (sg = stop-gradient). This is how the sticking-the-landing and doubly-reparameterized estimators
-drop the score term without a ``.detach()`` on Pyro distributions (pyro-ppl/pyro #2598).
+drop the score term without a ``.detach()`` on Pyro distributions (pyro-ppl/pyro #2598). The price
+is one more ``log_prob`` per guide site, at sg(z). For a flow guide (IAF) that call cannot use the
+transform's cache of the forward pass, because sg(z) is a new tensor: it must invert the flow,
+which is far slower (measured by the issue's author: 4.0 ms against 0.1 ms).
 """
 
 from __future__ import annotations
