@@ -26,6 +26,7 @@ import pyro
 import torch
 
 from pyro_vae import build_vae, fit, load_data, make_config, make_objective
+from pyro_vae.train import make_adam
 from pyro_vae.data import load_torchvision
 
 
@@ -43,13 +44,13 @@ def synchronize(device):
 
 def pyro_vae_epoch(vae, data, batch_size, device):
     loss = make_objective("elbo")(vae.model, vae.guide)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optimizer = make_adam(vae.parameters(), lr=1e-3)
     fit(loss, optimizer, lambda: data.train_batches(batch_size), 1, progress=False, verbose=False)
 
 
 def hand_written_epoch(vae, data, batch_size, device):
     loss = hand_written_loss(vae)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optimizer = make_adam(vae.parameters(), lr=1e-3)
     total = torch.zeros((), device=device)
     for x in data.train_batches(batch_size):
         optimizer.zero_grad(set_to_none=True)

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from pyro_vae import build_vae, make_config, make_objective
+from pyro_vae.train import make_adam
 from pyro_vae.bounds import gaussian_kl
 
 
@@ -50,7 +51,7 @@ def hand_written(vae, estimator: str, k: int):
 def time_steps(losses, vae, x, steps, device, repeats=5):
     """Median ms per step of each loss; the losses take turns, ``repeats`` rounds of ``steps``
     steps each, so slow drifts of the machine hit all of them alike."""
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optimizer = make_adam(vae.parameters(), lr=1e-3)
 
     def run(loss, n):
         if device.type == "cuda":

@@ -24,7 +24,7 @@ from .data import DataNotFoundError, load_data
 from .evaluate import active_units, evaluate, kl_per_dimension
 from .objectives import make_objective
 from .registry import LIKELIHOODS
-from .train import LR_SCHEDULES, NonFiniteLossError, fit
+from .train import LR_SCHEDULES, NonFiniteLossError, fit, make_adam
 
 #: Settings that decide what a resumed run trains; on --resume they come from the checkpoint.
 TRAINING_SETTINGS = ("dataset", "binarize", "train_size", "val_size", "batch_size", "lr", "lr_schedule",
@@ -138,7 +138,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str,
     # 3. The objective: a Pyro ELBO, seen by the training loop only as a loss module.
     objective = make_objective(config["objective"], config["objective_options"])
     loss = objective(vae.model, vae.guide)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config["lr"], eps=config["adam_eps"])
+    optimizer = make_adam(vae.parameters(), lr=config["lr"], eps=config["adam_eps"])
     history, start_epoch = [], 0
     best = {"val_elbo": -float("inf"), "epoch": 0, "state": copy.deepcopy(vae.state_dict())}
     if resumed is not None:
