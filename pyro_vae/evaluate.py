@@ -159,3 +159,29 @@ def psis_khat(log_w: torch.Tensor) -> torch.Tensor:
             from arviz_stats import psislw  # type: ignore[no-redef]
     _, khat = psislw(log_w.detach().double().cpu().numpy().T)
     return torch.as_tensor(khat)
+
+
+@torch.no_grad()
+def latent_means(vae: VAE, x: torch.Tensor, batch_size: int = 100, num_samples: int = 1000) -> torch.Tensor:
+    """E_q[z|x] per image, ``(N, z_dim)``: the guide's mean, or, for a guide without a closed-form
+    mean (a flow), the average of ``num_samples`` draws, whose Monte Carlo variance per coordinate is
+    Var_q(z_j|x) / ``num_samples``."""
+    means = []
+    for start in range(0, x.shape[0], batch_size):
+        q = vae.encode(x[start:start + batch_size])
+        try:
+            means.append(q.mean)
+        except NotImplementedError:
+            means.append(q.sample((num_samples,)).mean(0))
+    return torch.cat(means)
+
+
+@torch.no_grad()
+def active_units(vae: VAE, x: torch.Tensor, threshold: float = 1e-2, **kwargs) -> int:
+    """The number of active latent units (Burda, Grosse & Salakhutdinov, arXiv:1509.00519, Sec. 5.2):
+    dimensions j with A_j = Cov_x(E_q[z_j|x]) > ``threshold`` (10⁻² there), the variance over the
+    images ``x`` of the posterior mean. An inactive unit's posterior is the same for every image:
+    it carries no information about x. ``kwargs`` go to :func:`latent_means`; for a flow guide its
+    sampling noise adds about E_x[Var_q(z_j|x)] / num_samples to A_j (≤ 10⁻³ for a unit whose
+    posterior variance is ≤ 1 at the default 1000 samples), a tenth of the threshold."""
+    return int((latent_means(vae, x, **kwargs).var(0) > threshold).sum())

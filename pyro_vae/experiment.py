@@ -18,10 +18,12 @@ import pyro
 import torch
 
 from . import checkpoint, plots
-from .build import build_vae, make_config
+from .build import build_vae, describe, make_config
 from .cli import SELECTORS, build_parser, piece_options
+from .compatibility import check_combination
 from .data import DataNotFoundError, load_data
 from .evaluate import evaluate
+from .kl import describe_kl_term, has_closed_form_kl
 from .objectives import make_objective
 from .registry import LIKELIHOODS
 from .train import NonFiniteLossError, fit
@@ -128,6 +130,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
     # 3. The objective: a Pyro ELBO, seen by the training loop only as a loss module.
     objective = make_objective(config["objective"], config["objective_options"])
     loss = objective(vae.model, vae.guide)
+    probe = data.test.images[:2]
+    check_combination(vae, config["objective"], loss, probe)  # fails now, naming the combination
+    with torch.no_grad():
+        q_probe, p_probe = vae.encode(probe), vae.prior()
     optimizer = torch.optim.Adam(vae.parameters(), lr=config["lr"])
     history, start_epoch = [], 0
     best = {"val_elbo": -float("inf"), "epoch": 0, "state": copy.deepcopy(vae.state_dict())}
@@ -141,6 +147,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
                 "state": checkpoint.load_checkpoint(best_path, device)["model_state"]
                 if best_path.is_file() else copy.deepcopy(vae.state_dict())}
     print(_describe(model_config, config, data))
+    print(describe_kl_term(q_probe, p_probe))  # closed form (mean_field uses it) or Monte Carlo
 
     def validate() -> float:
         """Validation ELBO per image, one z per image. The draws use a fixed seed on a forked
@@ -186,6 +193,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
         "eval_seconds": eval_seconds,
         "psis_khat_share_above_0.7": summary.get("khat_share_above_0.7"),
         "selected_epoch": best["epoch"],
+        "kl_closed_form": has_closed_form_kl(q_probe, p_probe),
         "num_epochs": len(history),
         "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history) if history else None,
         "history": history,
@@ -208,9 +216,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
 
 
 def _describe(model_config: Dict[str, Any], config: Dict[str, Any], data) -> str:
-    pieces = ", ".join(f"{kind}={model_config[kind]['name']}" for kind in ("prior", "guide", "likelihood", "net"))
     return (f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
-            f"binarize={data.binarize}\nmodel: z_dim={model_config['z_dim']}, {pieces}\n"
+            f"binarize={data.binarize}\nmodel: z_dim={model_config['z_dim']}, {describe(model_config)}\n"
             f"objective: {config['objective']} {config['objective_options']}")
 
 

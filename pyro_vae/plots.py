@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
+from .evaluate import latent_means  # noqa: E402
 from .vae import VAE  # noqa: E402
 
 
@@ -50,22 +51,9 @@ def plot_samples(vae: VAE, path: Path, n: int = 64) -> Path:
     return _show_grid(grid, "samples: E[x | z], z ~ p(z)", path, width=6.0)
 
 
-@torch.no_grad()
-def latent_means(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """E_q[z|x] per image (the guide's mean; a 64-sample average where it has no closed form)."""
-    means = []
-    for start in range(0, x.shape[0], batch_size):
-        q = vae.encode(x[start:start + batch_size])
-        try:
-            means.append(q.mean)
-        except NotImplementedError:
-            means.append(q.sample((64,)).mean(0))
-    return torch.cat(means)
-
-
 def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
     """Scatter of E_q[z|x] coloured by label; the first two principal components when z_dim > 2."""
-    z = latent_means(vae, x).cpu()
+    z = latent_means(vae, x, num_samples=64).cpu()
     axis_names = ("z[0]", "z[1]")
     if z.shape[1] > 2:
         z_centered = z - z.mean(0)
