@@ -22,7 +22,7 @@ LAYERS = {"affine": transforms.affine_autoregressive, "spline": transforms.splin
            choices=tuple(LAYERS)),
 )
 class FlowPrior(nn.Module):
-    """Flow prior p(z) = N(f(z); 0, I) · |det ∂f/∂z|, f = f_L ∘ … ∘ f_1, each f_l autoregressive.
+    """Flow prior p(z) = N(f(z); 0, I) · abs(det ∂f/∂z), f = f_L ∘ … ∘ f_1, each f_l autoregressive.
 
     With ``layer = affine``, f_l(z)_i = μ_i(z_<i) + exp(α_i(z_<i)) · z_i: a masked autoregressive
     flow (Papamakarios et al., arXiv:1705.07057), the autoregressive-flow prior of Chen et al.
@@ -30,7 +30,8 @@ class FlowPrior(nn.Module):
     (Durkan et al., arXiv:1906.04032). Each layer orders the dimensions by its own random
     permutation. Built from Pyro's ``AffineAutoregressive`` / ``SplineAutoregressive`` used in the
     inverse direction (``.inv``), so that log p(z), needed at every guide sample, is one network pass
-    per layer; drawing z ~ p(z) (only for new images) is z_dim sequential passes.
+    per layer; drawing z ~ p(z) (only for new images) is z_dim sequential passes, and works in
+    float32 only (Pyro 1.9.2's autoregressive inverse starts from float32 zeros).
 
     It has no closed-form mean: the tests compare its sample moments with moments integrated from
     its own density. The KL term against every guide is Monte Carlo, and ``mean_field`` falls back
