@@ -5,7 +5,7 @@ is used, so no display is needed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 
@@ -104,6 +104,26 @@ def plot_elbo(history: Sequence[dict], path: Path, test_elbo: Optional[float] = 
     ax.set_ylabel("ELBO (nats per image)")
     ax.legend()
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sample_panels(vaes: Dict[str, VAE], path: Path, n: int = 36, seed: int = 0, ncols: int = 4) -> Path:
+    """One panel of new images E[x|z], z ~ p(z), per labelled model (``ncols`` panels a row), each
+    drawn with the same ``seed``: how the samples change with the prior and the guide."""
+    nrows = -(-len(vaes) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 3.1 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, vae) in zip(axes.flat, vaes.items()):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            grid = _grid(vae.sample(n), nrow=int(n ** 0.5))
+        ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+    fig.suptitle("samples E[x | z], z ~ p(z)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
