@@ -1,15 +1,17 @@
 """Cost of one training step: pyro_vae's Pyro objectives against hand-written PyTorch of the same math.
 
-    python benchmarks/step_cost.py [--cuda] [--batch-sizes 128 1024] [--steps 50]
+    python benchmarks/step_cost.py [--cuda] [--batch-sizes 128 1024] [--steps 40]
 
-Same nets (784-400-50 MLP), same Bernoulli likelihood, same batch, same Adam; the hand-written
-steps compute exactly the estimator of the Pyro objective they are compared with:
-``elbo`` (Trace_ELBO: the KL term sampled, log q(z|x) − log p(z) at the drawn z) and
-``mean_field`` (TraceMeanField_ELBO: the KL term in closed form). Prints milliseconds per step and
-the ratio to the hand-written step (medians of 5 interleaved rounds), all measured in this one run.
+Same nets (784-400-50 MLP), same Bernoulli likelihood, same batch, same Adam, Pyro validation off
+(as in training runs). Each hand-written step computes exactly the estimator of the Pyro objective
+it is compared with: ``elbo`` (Trace_ELBO: the KL term sampled, log q(z|x) − log p(z) at the drawn
+z), ``mean_field`` (TraceMeanField_ELBO: the KL term in closed form) and ``iwae`` (RenyiELBO with
+α = 0: per-image logsumexp of K log-weights). Prints milliseconds per step and the ratio to the
+hand-written step (medians of 5 interleaved rounds), all measured in this one run.
 """
 
 import argparse
+import math
 import statistics
 import time
 
@@ -18,24 +20,30 @@ import torch
 from torch.nn import functional as F
 
 from pyro_vae import build_vae, make_config, make_objective
+from pyro_vae.train import make_adam
 from pyro_vae.bounds import gaussian_kl
 
 
-def hand_written(vae, sampled_kl: bool):
+def hand_written(vae, estimator: str, k: int):
+    """The loss of ``estimator`` with ``k`` particles, written directly in torch."""
     z_dim = vae.config["z_dim"]
     min_scale = vae.config["guide"]["options"]["min_scale"]
 
     def loss(x):
         z_loc, z_scale_raw = vae.encoder(x).split(z_dim, dim=-1)
         z_scale = F.softplus(z_scale_raw) + min_scale
-        eps = torch.randn_like(z_loc)
-        z = z_loc + z_scale * eps
-        log_likelihood = -F.binary_cross_entropy_with_logits(vae.decoder(z), x, reduction="sum")
-        if sampled_kl:  # log q(z|x) − log p(z) at the sampled z
-            kl = (-0.5 * eps ** 2 - z_scale.log() + 0.5 * z ** 2).sum()
-        else:
-            kl = gaussian_kl(z_loc, z_scale).sum()
-        return kl - log_likelihood
+        eps = torch.randn((k,) + z_loc.shape, dtype=z_loc.dtype, device=x.device)
+        z = z_loc + z_scale * eps  # (k, batch, z_dim)
+        logits = vae.decoder(z)
+        log_likelihood = -F.binary_cross_entropy_with_logits(
+            logits, x.expand_as(logits), reduction="none").flatten(2).sum(-1)  # (k, batch)
+        if estimator == "mean_field":
+            return gaussian_kl(z_loc, z_scale).sum() - log_likelihood.mean(0).sum()
+        log_q_minus_log_p = (-0.5 * eps ** 2 - z_scale.log() + 0.5 * z ** 2).sum(-1)
+        log_w = log_likelihood - log_q_minus_log_p
+        if estimator == "elbo":
+            return -log_w.mean(0).sum()
+        return -(torch.logsumexp(log_w, dim=0) - math.log(k)).sum()
 
     return loss
 
@@ -43,7 +51,7 @@ def hand_written(vae, sampled_kl: bool):
 def time_steps(losses, vae, x, steps, device, repeats=5):
     """Median ms per step of each loss; the losses take turns, ``repeats`` rounds of ``steps``
     steps each, so slow drifts of the machine hit all of them alike."""
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optimizer = make_adam(vae.parameters(), lr=1e-3)
 
     def run(loss, n):
         if device.type == "cuda":
@@ -67,7 +75,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cuda", action="store_true")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
-    parser.add_argument("--steps", type=int, default=50, help="steps per timed round (5 rounds)")
+    parser.add_argument("--steps", type=int, default=40,
+                        help="steps per timed round at K = 1 (5 rounds; fewer at larger K)")
+    parser.add_argument("--runs", nargs="+", default=["elbo:1", "mean_field:1", "iwae:5", "iwae:50"],
+                        help="OBJECTIVE:K to compare")
     args = parser.parse_args()
     device = torch.device("cuda" if args.cuda else "cpu")
     pyro.enable_validation(False)  # as in training runs with python -O; validation costs ~5%
@@ -75,16 +86,16 @@ def main():
     vae = build_vae(make_config((1, 28, 28), 50, options={"net": {"hidden_dims": [400]}})).to(device)
     print(f"device: {torch.cuda.get_device_name() if args.cuda else 'cpu'}, torch {torch.__version__}, "
           f"pyro {pyro.__version__}, threads {torch.get_num_threads()}")
-    print("| batch | step | ms per step | ratio to hand-written |")
-    print("| ---: | --- | ---: | ---: |")
+    print("| batch | objective | K | hand-written torch, ms | pyro_vae, ms | ratio |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
     for batch_size in args.batch_sizes:
         x = torch.bernoulli(torch.full((batch_size, 1, 28, 28), 0.13, device=device))
-        for name, sampled_kl in (("elbo", True), ("mean_field", False)):
-            base, ours = time_steps([hand_written(vae, sampled_kl), make_objective(name)(vae.model, vae.guide)],
-                                    vae, x, args.steps, device)
-            kl = "sampled KL" if sampled_kl else "closed-form KL"
-            print(f"| {batch_size} | hand-written torch ({kl}) | {base:.2f} | 1.00 |")
-            print(f"| {batch_size} | pyro_vae `{name}` | {ours:.2f} | {ours / base:.2f} |")
+        for spec in args.runs:
+            name, k = spec.split(":")[0], int(spec.split(":")[1])
+            objective = make_objective(name, {"num_particles": k})
+            steps = max(3, args.steps // k)
+            base, ours = time_steps([hand_written(vae, name, k), objective(vae.model, vae.guide)], vae, x, steps, device)
+            print(f"| {batch_size} | {name} | {k} | {base:.2f} | {ours:.2f} | {ours / base:.2f} |")
 
 
 if __name__ == "__main__":

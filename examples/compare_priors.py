@@ -6,8 +6,8 @@
 Each (row, seed) is one run of the main job (pyro_vae/experiment.py, the flags of
 examples/mnist_svi.py: same data, architecture, epochs and evaluation for every row), written to
 --out/<prior>-<guide>/seed<k>/. Option flags of a piece (--vamp-num-components, --iaf-depth, ...)
-apply to the rows that use it. On top of each run's metrics, the selected model's active latent
-units are counted on the test images (Burda et al., arXiv:1509.00519: Cov_x(E_q[z_j|x]) > 1e-2).
+apply to the rows that use it. Active latent units are counted by the main job on the test
+images (Burda et al., arXiv:1509.00519: Cov_x(E_q[z_j|x]) > 1e-2).
 
 Outputs in --out: table.md (means over seeds ± standard error over seeds), results.json (every
 seed's numbers) and samples.png (new images from each row's model of the first seed).
@@ -22,12 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import pyro_vae
-from pyro_vae.cli import build_parser, choose
-from pyro_vae.data import DataNotFoundError, load_data
-from pyro_vae.evaluate import active_units
+from pyro_vae.cli import build_parser, choose, parse_args as parse_flags
+from pyro_vae.data import DataNotFoundError
 from pyro_vae.experiment import run
 from pyro_vae.plots import plot_sample_panels
 from pyro_vae.train import NonFiniteLossError
@@ -47,7 +44,7 @@ def parse_args(argv=None):
     comparison.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds per row")
     comparison.add_argument("--skip-existing", action="store_true",
                             help="reuse a run whose directory already holds metrics.json")
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
     rows = []
     for row in args.rows:
         prior, _, guide = row.partition(":")
@@ -61,21 +58,12 @@ def parse_args(argv=None):
 
 
 def run_once(parser, row_args, seed, out):
-    """One training run (or its saved metrics) plus the active units of its selected model."""
+    """The metrics of one training run (test ELBO, log p(x), active units, seconds per epoch):
+    read from ``out`` with --skip-existing when it already holds them, else trained and evaluated."""
     metrics_path = out / "metrics.json"
     if not (row_args.skip_existing and metrics_path.is_file()):
-        run_args = argparse.Namespace(**{**vars(row_args), "seed": seed, "out": str(out)})
-        run(parser, run_args)
-    metrics = json.loads(metrics_path.read_text())
-    if "active_units" not in metrics:
-        device = torch.device("cuda" if row_args.cuda else "cpu")
-        data_settings = metrics["config"]["run"]
-        data = load_data(data_settings["dataset"], row_args.data_dir, data_settings["binarize"],
-                         data_settings["train_size"], data_settings["val_size"], data_settings["test_size"], device)
-        vae = pyro_vae.load(out / "best.pt", device)
-        metrics["active_units"] = active_units(vae, data.test.images)
-        metrics_path.write_text(json.dumps(metrics, indent=2))
-    return metrics
+        run(parser, argparse.Namespace(**{**vars(row_args), "seed": seed, "out": str(out)}))
+    return json.loads(metrics_path.read_text())
 
 
 def summarize(runs):

@@ -55,3 +55,18 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
     E[L_1] ≤ E[L_K] ≤ E[L_{K+1}] ≤ log p(x), and L_K → log p(x) as K → ∞. With K = 5000 it is the
     importance-sampled estimate of log p(x) used to report test log-likelihoods."""
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
+def iwae_bounds(log_w: torch.Tensor, ks) -> dict:
+    """{K: per-image estimate of E[L_K]} from one set of S log-weights per image (``(S, batch)``):
+    the S samples are split into ⌊S/K⌋ disjoint groups of K, L_K is computed on each group and the
+    groups are averaged. Every K uses the same draws, so the estimates are directly comparable."""
+    num_samples = log_w.shape[0]
+    bounds = {}
+    for k in ks:
+        if not 1 <= k <= num_samples:
+            raise ValueError(f"K={k} needs 1 <= K <= {num_samples} (the number of samples drawn)")
+        groups = num_samples // k
+        grouped = log_w[: groups * k].reshape(groups, k, *log_w.shape[1:])
+        bounds[k] = (torch.logsumexp(grouped, dim=1) - math.log(k)).mean(0)
+    return bounds

@@ -16,6 +16,15 @@ from typing import Any, Dict
 from .build import PIECES
 from .data import BINARIZATIONS, DATASETS
 from .objectives import OBJECTIVES
+from .train import LR_SCHEDULES
+
+#: Presets of settings from papers (argparse destinations -> values).
+PROTOCOLS: Dict[str, Dict[str, Any]] = {
+    # Burda, Grosse & Salakhutdinov (arXiv:1509.00519), Sec. 5, one stochastic layer on MNIST.
+    "burda2015": {"net__hidden_dims": [200, 200], "net__mlp_activation": "tanh", "z_dim": 50,
+                  "batch_size": 20, "binarize": "dynamic", "lr": 1e-3, "adam_eps": 1e-4,
+                  "lr_schedule": "burda2015", "num_epochs": 3280, "eval_samples": 5000, "val_size": 400},
+}
 
 #: kind -> (registry, default entry); the objective is not part of the model's configuration.
 SELECTORS = {**{kind: registry for kind, registry in PIECES.items()}, "objective": OBJECTIVES}
@@ -81,7 +90,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     run.add_argument("--cuda", action="store_true", help="train and evaluate on the GPU")
     run.add_argument("--num-epochs", type=_non_negative_int, default=20, help="training epochs")
     run.add_argument("--batch-size", type=_positive_int, default=128, help="images per gradient step")
-    run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (initial)")
+    run.add_argument("--lr-schedule", choices=sorted(LR_SCHEDULES), default="constant",
+                     help="burda2015: 3^i epochs at lr·10^(-i/7), i = 0..7")
+    run.add_argument("--adam-eps", type=_positive_float, default=1e-8, help="Adam's ε")
     run.add_argument("--seed", type=int, default=0, help="seed of every random number generator")
     run.add_argument("--out", default="results/mnist_svi", help="directory for metrics, plots, checkpoints")
     run.add_argument("--resume", metavar="PATH", default=None,
@@ -89,6 +101,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     run.add_argument("--evaluate-only", action="store_true",
                      help="with --resume: evaluate the saved model, no training")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--pyro-validation", action="store_true",
+                     help="Pyro's checks of distribution arguments and supports on every step (slower: "
+                     "about 8%% per elbo step and 70%% per mean_field step measured here; the tests run with it)")
+    run.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                     help="a preset of settings from a paper; flags given explicitly override it. burda2015: "
+                     + ", ".join(f"{k}={v}" for k, v in PROTOCOLS["burda2015"].items()))
     model = parser.add_argument_group("model")
     model.add_argument("--z-dim", type=_positive_int, default=50, help="latent dimension")
     data = parser.add_argument_group("data")
@@ -108,8 +126,18 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     evaluation.add_argument("--eval-samples", type=_positive_int, default=1000,
                             help="K, importance samples per test image for log p(x) (the literature: 5000)")
     evaluation.add_argument("--eval-batch-size", type=_positive_int, default=100, help="test images per batch")
+    evaluation.add_argument("--eval-ks", type=_positive_int, nargs="+", default=[1, 5, 50, 500, 5000],
+                            help="report E[L_K] for these K (those <= --eval-samples, from the same samples)")
     _add_registry_arguments(parser)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, with a ``--protocol`` preset applied first as defaults (explicit flags win)."""
+    known, _ = parser.parse_known_args(argv)
+    if known.protocol is not None:
+        parser.set_defaults(**PROTOCOLS[known.protocol])
+    return parser.parse_args(argv)
 
 
 def piece_options(parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str) -> Dict[str, Any]:

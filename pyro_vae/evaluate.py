@@ -22,13 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 import pyro
 import torch
 from pyro import poutine
+from torch.distributions import Independent
 
-from .bounds import elbo_terms, iwae_bound
+from .bounds import elbo_terms, iwae_bound, iwae_bounds
 from .vae import VAE
 
 #: Default bound on (particles × images) evaluated at once; ~25k decoder rows of 784 pixels.
@@ -86,10 +87,13 @@ class Evaluation:
     log_likelihood: torch.Tensor  # (N,) L_K per image
     num_samples: int              # K
     khat: Optional[torch.Tensor] = None  # (N,) PSIS k̂ of each image's K log-weights
+    bounds: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # {K': (N,) E[L_K']}
 
     def summary(self) -> dict:
         n = self.elbo.shape[0]
         extra = {} if self.khat is None else {"khat_share_above_0.7": (self.khat > 0.7).double().mean().item()}
+        extra["bounds"] = {k: v.mean().item() for k, v in self.bounds.items()}
+        extra["bounds_stderr"] = {k: _stderr(v) for k, v in self.bounds.items()}
         return {**extra,
             "elbo": self.elbo.mean().item(),
             "elbo_stderr": _stderr(self.elbo),
@@ -107,9 +111,12 @@ def _stderr(values: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int = 100,
-             chunk_size: Optional[int] = None, psis: bool = False, progress: bool = False) -> Evaluation:
-    """ELBO and L_K (K = ``num_samples``) for every image of ``data`` (already on the device),
-    and with ``psis`` the PSIS k̂ of each image's log-weights (:func:`psis_khat`).
+             chunk_size: Optional[int] = None, psis: bool = False, ks: Sequence[int] = (),
+             progress: bool = False) -> Evaluation:
+    """ELBO and L_K (K = ``num_samples``) for every image of ``data`` (already on the device);
+    with ``psis`` the PSIS k̂ of each image's log-weights (:func:`psis_khat`); with ``ks`` the
+    bounds E[L_K'] for each K' in ``ks``, all from the same K log-weights
+    (:func:`pyro_vae.bounds.iwae_bounds`).
 
     With ``num_samples = 1`` the log-likelihood column equals the ELBO column: use K ≥ 1000 for a
     log-likelihood worth reporting (the literature uses 5000).
@@ -118,7 +125,7 @@ def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int
         raise ValueError("cannot evaluate on an empty data set")
     was_training = vae.training
     vae.eval()
-    elbos, log_likelihoods, khats = [], [], []
+    elbos, log_likelihoods, khats, bounds = [], [], [], []
     batches = range(0, data.shape[0], batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -131,10 +138,12 @@ def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int
             log_likelihoods.append(iwae_bound(log_w))
             if psis:
                 khats.append(psis_khat(log_w))
+            bounds.append(iwae_bounds(log_w, ks))
     finally:
         vae.train(was_training)
     return Evaluation(torch.cat(elbos).cpu(), torch.cat(log_likelihoods).cpu(), num_samples,
-                      torch.cat(khats) if psis else None)
+                      torch.cat(khats) if psis else None,
+                      {k: torch.cat([b[k] for b in bounds]).cpu() for k in ks})
 
 
 @torch.no_grad()
@@ -177,11 +186,31 @@ def latent_means(vae: VAE, x: torch.Tensor, batch_size: int = 100, num_samples: 
 
 
 @torch.no_grad()
-def active_units(vae: VAE, x: torch.Tensor, threshold: float = 1e-2, **kwargs) -> int:
-    """The number of active latent units (Burda, Grosse & Salakhutdinov, arXiv:1509.00519, Sec. 5.2):
-    dimensions j with A_j = Cov_x(E_q[z_j|x]) > ``threshold`` (10⁻² there), the variance over the
-    images ``x`` of the posterior mean. An inactive unit's posterior is the same for every image:
-    it carries no information about x. ``kwargs`` go to :func:`latent_means`; for a flow guide its
-    sampling noise adds about E_x[Var_q(z_j|x)] / num_samples to A_j (≤ 10⁻³ for a unit whose
-    posterior variance is ≤ 1 at the default 1000 samples), a tenth of the threshold."""
-    return int((latent_means(vae, x, **kwargs).var(0) > threshold).sum())
+def active_units(vae: VAE, x: torch.Tensor, threshold: float = 1e-2, **kwargs):
+    """Burda et al. (arXiv:1509.00519, Sec. 5.2): unit j is active when A_j = Cov_x(E_q[z_j|x]) >
+    ``threshold`` (10⁻²), i.e. the posterior mean of z_j moves with the data. Returns the count
+    and the per-unit A_j. ``kwargs`` go to :func:`latent_means`; for a flow guide (no closed-form
+    mean) its sampling noise adds about E_x[Var_q(z_j|x)] / num_samples to A_j: ≤ 10⁻³ for a unit
+    whose posterior variance is ≤ 1 at the default 1000 samples, a tenth of the threshold (64
+    samples would add up to 0.016 and count collapsed units as active)."""
+    activity = latent_means(vae, x, **kwargs).var(dim=0, unbiased=True).cpu()
+    return int((activity > threshold).sum()), activity
+
+
+@torch.no_grad()
+def kl_per_dimension(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> Optional[torch.Tensor]:
+    """E_x[KL(q(z_j|x) ‖ p(z_j))] for each latent unit j, in closed form, where q and p both factorize
+    over units with a registered KL (e.g. diagonal Gaussian vs standard normal); else ``None``."""
+    prior = vae.prior()
+    if not isinstance(prior, Independent):  # a mixture or a flow: no per-unit factorization
+        return None
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        q = vae.encode(x[start:start + batch_size])
+        if not isinstance(q, Independent):  # full-rank or flow guide: no per-unit factorization
+            return None
+        try:
+            total = total + torch.distributions.kl_divergence(q.base_dist, prior.base_dist).sum(0)
+        except (AttributeError, NotImplementedError):
+            return None
+    return (total / x.shape[0]).cpu()

@@ -19,18 +19,18 @@ import torch
 
 from . import checkpoint, plots
 from .build import build_vae, describe, make_config
-from .cli import SELECTORS, build_parser, piece_options
+from .cli import SELECTORS, build_parser, parse_args, piece_options
 from .compatibility import check_combination
 from .data import DataNotFoundError, load_data
-from .evaluate import evaluate
+from .evaluate import active_units, evaluate, kl_per_dimension
 from .kl import describe_kl_term, has_closed_form_kl
 from .objectives import make_objective
 from .registry import LIKELIHOODS
-from .train import NonFiniteLossError, fit
+from .train import LR_SCHEDULES, NonFiniteLossError, fit, make_adam
 
 #: Settings that decide what a resumed run trains; on --resume they come from the checkpoint.
-TRAINING_SETTINGS = ("dataset", "binarize", "train_size", "val_size", "batch_size", "lr", "seed",
-                     "objective", "objective_options")
+TRAINING_SETTINGS = ("dataset", "binarize", "train_size", "val_size", "batch_size", "lr", "lr_schedule",
+                     "adam_eps", "seed", "objective", "objective_options")
 
 
 def run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
@@ -38,10 +38,12 @@ def run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dic
     return {
         "dataset": args.dataset, "binarize": args.binarize, "train_size": args.train_size,
         "val_size": args.val_size, "test_size": args.test_size, "batch_size": args.batch_size,
-        "lr": args.lr, "seed": args.seed, "num_epochs": args.num_epochs,
+        "lr": args.lr, "lr_schedule": args.lr_schedule, "adam_eps": args.adam_eps, "seed": args.seed,
+        "num_epochs": args.num_epochs, "protocol": args.protocol,
         "objective": args.objective, "objective_options": piece_options(parser, args, "objective"),
         "eval_samples": args.eval_samples, "eval_batch_size": args.eval_batch_size,
-        "cuda": args.cuda, "data_dir": args.data_dir,
+        "eval_ks": sorted({k for k in args.eval_ks if k <= args.eval_samples} | {args.eval_samples}),
+        "cuda": args.cuda, "data_dir": args.data_dir, "pyro_validation": args.pyro_validation,
     }
 
 
@@ -97,8 +99,16 @@ def _package_version() -> str:
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
-    """Train (or, with --evaluate-only, just evaluate) and write every output to ``args.out``."""
+    """Train (or, with --evaluate-only, just evaluate) and write every output to ``args.out``.
+
+    Pyro's validation is off unless ``--pyro-validation``: the data's compatibility with the
+    likelihood is checked once, up front, instead of on every step."""
     check_args(parser, args)
+    with pyro.validation_enabled(args.pyro_validation):
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
     device = torch.device("cuda" if args.cuda else "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,12 +144,13 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
     check_combination(vae, config["objective"], loss, probe)  # fails now, naming the combination
     with torch.no_grad():
         q_probe, p_probe = vae.encode(probe), vae.prior()
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config["lr"])
+    optimizer = make_adam(vae.parameters(), lr=config["lr"], eps=config["adam_eps"])
     history, start_epoch = [], 0
     best = {"val_elbo": -float("inf"), "epoch": 0, "state": copy.deepcopy(vae.state_dict())}
     if resumed is not None:
         vae.load_state_dict(resumed["model_state"])
         optimizer.load_state_dict(resumed["optimizer_state"])
+        loss.load_state_dict(resumed["objective_state"])  # e.g. the KL warm-up position
         checkpoint.set_rng_state(resumed["rng_state"])
         history, start_epoch = resumed["history"], resumed["epoch"]
         best_path = _checkpoint_path(args.resume).parent / "best.pt"
@@ -167,13 +178,14 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
             checkpoint.save_checkpoint(out / "best.pt", vae, None, epoch=record["epoch"], run_config=config)
         checkpoint.save_checkpoint(out / "checkpoint.pt", vae, optimizer, epoch=record["epoch"],
                                    history=history, run_config=config, best_val_elbo=best["val_elbo"],
-                                   best_epoch=best["epoch"])
+                                   best_epoch=best["epoch"], objective_state=loss.state_dict())
 
     # 4. Fit.
     if not args.evaluate_only and args.num_epochs > start_epoch:
         history = fit(loss, optimizer, lambda: data.train_batches(config["batch_size"]), args.num_epochs,
                       start_epoch=start_epoch, history=history, num_batches=data.num_batches(config["batch_size"]),
-                      validate=validate, on_epoch_end=on_epoch_end, progress=progress)
+                      validate=validate, on_epoch_end=on_epoch_end, lr_factor=LR_SCHEDULES[config["lr_schedule"]],
+                      progress=progress)
     if best["epoch"] > 0:
         vae.load_state_dict(best["state"])
 
@@ -181,8 +193,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
     #    K log-weights per image; validation ELBO of the same model beside them.
     start = time.perf_counter()
     test = evaluate(vae, data.test.images, args.eval_samples, args.eval_batch_size,
-                    psis=args.eval_samples >= 100, progress=progress)
+                    psis=args.eval_samples >= 100, ks=config["eval_ks"], progress=progress)
     eval_seconds = time.perf_counter() - start
+    num_active, activity = active_units(vae, data.test.images)
+    kl_dims = kl_per_dimension(vae, data.test.images)
+    torch.save({"elbo": test.elbo, "log_likelihood": test.log_likelihood, "khat": test.khat,
+                "bounds": test.bounds, "activity": activity, "kl_per_dim": kl_dims}, out / "evaluation.pt")
     summary = test.summary()
     metrics = {
         "test_elbo": summary["elbo"], "test_elbo_stderr": summary["elbo_stderr"],
@@ -192,6 +208,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
         "eval_samples": args.eval_samples, "num_test_images": summary["num_images"],
         "eval_seconds": eval_seconds,
         "psis_khat_share_above_0.7": summary.get("khat_share_above_0.7"),
+        "bounds": summary["bounds"], "bounds_stderr": summary["bounds_stderr"],
+        "active_units": num_active, "z_dim": model_config["z_dim"],
+        "kl_per_dim": kl_dims.tolist() if kl_dims is not None else None,
         "selected_epoch": best["epoch"],
         "kl_closed_form": has_closed_form_kl(q_probe, p_probe),
         "num_epochs": len(history),
@@ -211,8 +230,16 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
         plots.plot_manifold(vae, out / "manifold.png")
     if history:
         plots.plot_elbo(history, out / "elbo.png", test_elbo=summary["elbo"])
+    if test.khat is not None:
+        plots.plot_khat({_label(config): test.khat}, out / "khat.png")
     print(format_summary(metrics, out))
     return metrics
+
+
+def _label(config: Dict[str, Any]) -> str:
+    """e.g. ``iwae K=50``: the objective and its number of particles."""
+    k = config["objective_options"].get("num_particles", 1)
+    return f"{config['objective']} K={k}"
 
 
 def _describe(model_config: Dict[str, Any], config: Dict[str, Any], data) -> str:
@@ -237,20 +264,26 @@ def format_summary(metrics: Dict[str, Any], out: Optional[Path] = None) -> str:
     if metrics.get("psis_khat_share_above_0.7") is not None:
         rows.append(("share of test images with PSIS k̂ > 0.7",
                      f"{metrics['psis_khat_share_above_0.7']:.2f}"))
+    if metrics.get("bounds"):
+        ks = sorted(metrics["bounds"], key=int)
+        rows.append((f"E[L_K] for K = {', '.join(str(k) for k in ks)}",
+                     ", ".join(f"{metrics['bounds'][k]:.2f}" for k in ks)))
+    if metrics.get("active_units") is not None:
+        rows.append(("active latent units (Cov_x E_q[z_j|x] > 0.01)", f"{metrics['active_units']} of {metrics['z_dim']}"))
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'metric'.ljust(width)} | value (nats per image; ± standard error) |",
              f"| {'-' * width} | --- |"]
     lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows]
     if out is not None:
-        lines.append(f"\nwritten to {out}/: metrics.json, checkpoint.pt, best.pt, "
-                     "reconstructions.png, samples.png, latent.png, elbo.png")
+        written = sorted(p.name for p in Path(out).iterdir() if p.suffix in (".json", ".pt", ".png"))
+        lines.append(f"\nwritten to {out}/: {', '.join(written)}")
     return "\n".join(lines)
 
 
 def main(argv=None, description: str = __doc__) -> int:
     """Command-line entry point; returns the exit status (2 for bad input)."""
     parser = build_parser(description)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         run(parser, args)
     except (DataNotFoundError, NonFiniteLossError, ValueError) as error:

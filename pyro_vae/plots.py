@@ -124,7 +124,62 @@ def plot_sample_panels(vaes: Dict[str, VAE], path: Path, n: int = 36, seed: int 
         ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
         ax.set_title(label, fontsize=8)
     fig.suptitle("samples E[x | z], z ~ p(z)")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_khat(khats: Dict[str, torch.Tensor], path: Path) -> Path:
+    """Histogram of the per-image PSIS k̂ of each run; k̂ > 0.7 marks an unreliable log p(x) estimate
+    (Yao et al., arXiv:1802.02538)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    finite = [k[torch.isfinite(k)] for k in khats.values()]
+    low = min([-0.5] + [k.min().item() for k in finite if k.numel()])
+    high = max([1.5] + [k.max().item() for k in finite if k.numel()])
+    bins = torch.linspace(low, high, 41).tolist()
+    for (label, khat), values in zip(khats.items(), finite):
+        share = (khat > 0.7).double().mean().item()
+        ax.hist(values.numpy(), bins=bins, histtype="step", linewidth=1.5, label=f"{label} ({100 * share:.0f}% > 0.7)")
+    ax.axvline(0.7, color="k", linestyle="--", linewidth=1)
+    ax.set_xlabel("PSIS k̂ of the importance weights of one test image")
+    ax.set_ylabel("test images")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_bounds_vs_k(bounds: Dict[str, Dict[int, float]], path: Path) -> Path:
+    """E[L_K] against K (log scale) for each model: the ELBO at K = 1 rising towards log p(x)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label, by_k in bounds.items():
+        ks = sorted(int(k) for k in by_k)
+        ax.plot(ks, [by_k[k] if k in by_k else by_k[str(k)] for k in ks], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("K (importance samples)")
+    ax.set_ylabel("E[L_K] on test images (nats per image)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_training_curves(histories: Dict[str, Sequence[dict]], path: Path) -> Path:
+    """Training objective and validation ELBO per epoch for each run."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    for label, history in histories.items():
+        epochs = [r["epoch"] for r in history]
+        axes[0].plot(epochs, [r["train_elbo"] for r in history], label=label)
+        if all("val_elbo" in r for r in history):
+            axes[1].plot(epochs, [r["val_elbo"] for r in history], label=label)
+    axes[0].set_title("training objective (its own bound)")
+    axes[1].set_title("validation ELBO (K = 1)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("nats per image")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)

@@ -48,3 +48,54 @@ def test_psis_khat_is_per_image_and_flags_heavy_tails():
     khat = psis_khat(torch.cat([light, heavy], dim=1))
     assert khat.shape == (5,)  # one per image, not one per particle
     assert (khat[:3] < 0.5).all() and (khat[3:] > 0.7).all()
+
+
+def test_iwae_bounds_from_one_set_of_samples():
+    from pyro_vae.bounds import iwae_bound, iwae_bounds
+
+    log_w = torch.randn(100, 3, dtype=torch.float64)
+    bounds = iwae_bounds(log_w, [1, 10, 100])
+    torch.testing.assert_close(bounds[1], log_w.mean(0))  # K = 1: the ELBO estimate
+    torch.testing.assert_close(bounds[100], iwae_bound(log_w))  # K = all samples: one L_K
+    torch.testing.assert_close(bounds[10], torch.stack([iwae_bound(g) for g in log_w.split(10)]).mean(0))
+
+
+def _psis_proposal(scale_factor):
+    """Exact-posterior mean with the posterior scale times ``scale_factor``, on the linear-Gaussian model."""
+    from .test_linear_gaussian import LinearGaussian
+
+    lg = LinearGaussian(exact_guide=True)
+    with torch.no_grad():
+        bias = lg.vae.encoder.bias
+        bias[2:] = (lg.s * scale_factor).expm1().log()  # softplus⁻¹ of the new scale
+    return lg
+
+
+def test_psis_flags_a_bad_proposal_and_passes_a_good_one():
+    """Too narrow a proposal (0.5 × the posterior scale) gives heavy-tailed weights, k̂ > 0.7; a
+    slightly over-dispersed one (1.2 ×) gives k̂ < 0.5. (The exact posterior gives constant weights,
+    for which k̂ is undefined.)"""
+    good, bad = _psis_proposal(1.2), _psis_proposal(0.5)
+    khat_good = psis_khat(log_weights(good.vae, good.x, 5000))
+    khat_bad = psis_khat(log_weights(bad.vae, bad.x, 5000))
+    assert (khat_good < 0.5).all(), khat_good
+    assert (khat_bad > 0.7).all(), khat_bad
+
+
+def test_active_units_and_kl_per_dimension():
+    from pyro_vae.bounds import gaussian_kl
+    from pyro_vae.evaluate import active_units, kl_per_dimension
+
+    from .test_linear_gaussian import LinearGaussian
+
+    lg = LinearGaussian(exact_guide=False)
+    x = torch.randn(500, 5, dtype=torch.float64) * 2 + lg.b
+    count, activity = active_units(lg.vae, x)
+    assert count == 2 and activity.shape == (2,)
+    with torch.no_grad():
+        lg.vae.encoder.weight[1] = 0.0  # z_1's posterior mean no longer depends on x
+    count, activity = active_units(lg.vae, x)
+    assert count == 1 and activity[1] < 1e-20
+    q = lg.vae.encode(x)
+    per_dim = kl_per_dimension(lg.vae, x)
+    torch.testing.assert_close(per_dim.sum(), gaussian_kl(q.base_dist.loc, q.base_dist.scale).mean())

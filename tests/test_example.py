@@ -23,7 +23,7 @@ def quick_args(data_dir, out, *extra):
 
 def test_example_runs_end_to_end_and_writes_every_output(synthetic_data_dir, tmp_path):
     out = tmp_path / "run"
-    assert main(quick_args(synthetic_data_dir, out, "--num-epochs", "3", "--z-dim", "2")) == 0
+    assert main(quick_args(synthetic_data_dir, out, "--num-epochs", "3", "--z-dim", "2", "--pyro-validation")) == 0
     for name in OUTPUTS + ("manifold.png",):
         assert (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -31,6 +31,7 @@ def test_example_runs_end_to_end_and_writes_every_output(synthetic_data_dir, tmp
                 "num_epochs", "seconds_per_epoch", "history", "config", "versions"):
         assert key in metrics, key
     assert metrics["eval_samples"] == 100 and metrics["num_epochs"] == 3
+    assert metrics["config"]["run"]["pyro_validation"] is True
     assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3]
     assert all({"train_elbo", "val_elbo"} <= set(r) for r in metrics["history"])
     assert metrics["config"]["model"]["net"]["options"]["hidden_dims"] == [32]

@@ -10,7 +10,7 @@ a ``torch.nn.Module`` whose output is the differentiable loss −ELBO summed ove
 """
 
 from ..registry import OBJECTIVES
-from . import elbo, mean_field  # noqa: F401  (registers)
+from . import elbo, elbo_stl, iwae, iwae_dreg, mean_field, renyi  # noqa: F401  (registers)
 
 
 def make_objective(name: str, options=None):

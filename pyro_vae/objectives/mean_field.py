@@ -3,14 +3,17 @@
 from pyro.infer import TraceMeanField_ELBO
 
 from ..registry import OBJECTIVES
+from .kl_weight import KL_OPTIONS, with_kl_weight
 from .particles import NUM_PARTICLES, check_num_particles
 
 
-@OBJECTIVES.register("mean_field", NUM_PARTICLES)
-def mean_field(num_particles: int) -> TraceMeanField_ELBO:
+@OBJECTIVES.register("mean_field", NUM_PARTICLES, *KL_OPTIONS)
+def mean_field(num_particles: int, beta: float, kl_warmup_steps: int):
     """ELBO(x) ≈ (1/P) Σ_p log p(x|z_p) − KL(q(z|x) ‖ p(z)) (SGVB estimator B, arXiv:1312.6114,
     Sec. 2.3, eq. 7). The KL comes from ``torch.distributions.kl_divergence`` where a closed form is
     registered (diagonal Gaussian vs standard normal: ½ Σ (σ² + μ² − 1 − log σ²), Appendix B) and
-    falls back to a Monte Carlo estimate where none is, as TraceMeanField_ELBO does."""
-    return TraceMeanField_ELBO(num_particles=check_num_particles(num_particles),
-                               vectorize_particles=True, max_plate_nesting=1)
+    falls back to a Monte Carlo estimate where none is, as TraceMeanField_ELBO does. With β ≠ 1 or
+    a warm-up, the KL term is weighted (:mod:`pyro_vae.objectives.kl_weight`)."""
+    mean_field_elbo = TraceMeanField_ELBO(num_particles=check_num_particles(num_particles),
+                                          vectorize_particles=True, max_plate_nesting=1)
+    return with_kl_weight(mean_field_elbo, beta, kl_warmup_steps)

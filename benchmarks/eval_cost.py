@@ -1,0 +1,73 @@
+"""Cost of the importance-sampled test log-likelihood: throughput and peak memory against chunk size.
+
+    python benchmarks/eval_cost.py [--cuda] [--images 100] [--k 5000]
+
+Evaluates log p(x) ≈ logsumexp_k log w_k − log K (:func:`pyro_vae.evaluate`) for ``--images`` MNIST-
+shaped binary images with K = ``--k`` importance samples, with particles processed in chunks of
+different sizes (``--max-rows``: particles × images evaluated at once). Each setting runs in a fresh
+process, so that its peak memory is its own: peak resident memory on the CPU (``ru_maxrss``), peak
+allocated memory on the GPU (``torch.cuda.max_memory_allocated``). Prints images × K per second and
+peak memory, with ratios to the default chunking, all measured in this one run.
+"""
+
+import argparse
+import multiprocessing
+import resource
+import time
+
+
+def measure(cuda: bool, images: int, k: int, max_rows: int, queue) -> None:
+    import pyro
+    import torch
+
+    from pyro_vae import build_vae, evaluate, make_config
+    from pyro_vae import evaluate as evaluate_module
+
+    device = torch.device("cuda" if cuda else "cpu")
+    pyro.enable_validation(False)
+    pyro.set_rng_seed(0)
+    vae = build_vae(make_config((1, 28, 28), 50, options={"net": {"hidden_dims": [400]}})).to(device)
+    x = torch.bernoulli(torch.full((images, 1, 28, 28), 0.13, device=device))
+    evaluate_module.MAX_ROWS = max_rows
+    batch_size = min(images, 100)
+    evaluate(vae, x[:batch_size], 10, batch_size)  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    evaluate(vae, x, k, batch_size)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put((seconds, peak))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--k", type=int, default=5000)
+    parser.add_argument("--max-rows", type=int, nargs="+", default=[25_000, 5_000, 100_000])
+    args = parser.parse_args()
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    for max_rows in args.max_rows:
+        queue = context.Queue()
+        process = context.Process(target=measure, args=(args.cuda, args.images, args.k, max_rows, queue))
+        process.start()
+        results[max_rows] = queue.get()
+        process.join()
+    memory = "peak GPU memory allocated" if args.cuda else "peak resident memory (whole process)"
+    print(f"{args.images} images × K = {args.k}, batches of {min(args.images, 100)} images, "
+          f"{'cuda' if args.cuda else 'cpu'}")
+    print(f"| particles × images per chunk | images × K per second | {memory}, MiB | time ratio | memory ratio |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    base_seconds, base_peak = results[args.max_rows[0]]
+    for max_rows, (seconds, peak) in results.items():
+        print(f"| {max_rows} | {args.images * args.k / seconds:,.0f} | {peak / 2 ** 20:,.0f} | "
+              f"{seconds / base_seconds:.2f} | {peak / base_peak:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
