@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pyro_vae import VAE, build_vae, make_config
-from pyro_vae.evaluate import active_units
+from pyro_vae.evaluate import active_units, kl_per_dimension
 from pyro_vae.guides import DiagonalNormalGuide
 from pyro_vae.likelihoods import ContinuousBernoulliLikelihood, GaussianLikelihood
 from pyro_vae.priors import StandardNormalPrior
@@ -68,3 +68,17 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
     x = torch.rand(5000, x_dim)
     assert active_units(vae, x)[0] == 2
     assert active_units(vae, x, threshold=1e-5)[0] == 3
+
+
+def test_kl_per_dimension_only_where_q_and_p_factorize_over_units():
+    """Per-unit KL needs q(z|x) and p(z) to be products over units: diagonal Gaussian guide with a
+    Gaussian prior, not a full-rank or flow guide, nor a mixture or flow prior (whose base
+    distributions are not the distributions of z)."""
+    x = torch.rand(5, 1, 6, 6)
+    for prior, guide, factorizes in [("learned_normal", "diagonal_normal", True), ("flow", "iaf", False),
+                                     ("standard_normal", "full_rank", False), ("mixture", "diagonal_normal", False)]:
+        vae = build_vae(make_config((1, 6, 6), 3, prior=prior, guide=guide, options={"net": {"hidden_dims": [8]}}))
+        per_unit = kl_per_dimension(vae, x)
+        assert (per_unit is not None) is factorizes, (prior, guide)
+        if factorizes:
+            assert per_unit.shape == (3,) and (per_unit >= 0).all()
