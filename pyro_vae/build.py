@@ -39,6 +39,11 @@ def make_config(x_shape: Sequence[int], z_dim: int, prior: str = "standard_norma
     return config
 
 
+def describe(config: Dict[str, Any]) -> str:
+    """``prior=vamp, guide=iaf, likelihood=bernoulli, net=mlp``: the pieces named in ``config``."""
+    return ", ".join(f"{kind}={config[kind]['name']}" for kind in PIECES)
+
+
 def build_vae(config: Dict[str, Any]) -> VAE:
     """Instantiate the pieces named in ``config`` and compose them into a :class:`VAE`."""
     config = copy.deepcopy(config)
@@ -52,11 +57,16 @@ def build_vae(config: Dict[str, Any]) -> VAE:
     def build(kind: str, **context: Any) -> Any:
         return PIECES[kind].build(config[kind]["name"], config[kind]["options"], **context)
 
-    prior = build("prior", z_dim=z_dim)
-    guide = build("guide", z_dim=z_dim)
-    likelihood = build("likelihood", x_shape=x_shape)
-    encoder, decoder = build("net", x_shape=x_shape, z_dim=z_dim,
-                             encoder_out_dim=guide.encoder_out_dim(z_dim))
+    # Each factory takes the context arguments its signature names. The prior comes last because
+    # it may be built from the others: the VampPrior's components are q(z|u_k) = guide(encoder(u_k)).
+    try:
+        context = {"x_shape": x_shape, "z_dim": z_dim}
+        guide = build("guide", **context)
+        likelihood = build("likelihood", **context)
+        encoder, decoder = build("net", encoder_out_dim=guide.encoder_out_dim(z_dim), **context)
+        prior = build("prior", encoder=encoder, guide=guide, **context)
+    except ValueError as error:
+        raise ValueError(f"cannot build {describe(config)}: {error}") from None
     vae = VAE(prior=prior, guide=guide, likelihood=likelihood, encoder=encoder, decoder=decoder)
     vae.config = config
     return vae

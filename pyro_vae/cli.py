@@ -10,6 +10,7 @@ Bad input ends in ``parser.error``: a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import copy
 from typing import Any, Dict
 
 from .build import PIECES
@@ -159,3 +160,19 @@ def piece_options(parser: argparse.ArgumentParser, args: argparse.Namespace, kin
         return registry[chosen].resolve(options)
     except ValueError as error:
         parser.error(str(error))
+
+
+def choose(args: argparse.Namespace, **choices: str) -> argparse.Namespace:
+    """A copy of ``args`` with other entries chosen (``choose(args, prior="vamp", guide="iaf")``),
+    keeping the option flags that apply to the new choices and dropping those of entries not chosen:
+    scripts that run several rows from one command line pass each row only its own options."""
+    args = copy.copy(args)
+    for kind, chosen in choices.items():
+        registry = SELECTORS[kind]
+        setattr(args, kind, registry[chosen].name)
+        for entry in registry:
+            for option in entry.options.values():
+                shared_with_chosen = option.flag is not None and option.name in registry[chosen].options
+                if entry.name != chosen and not shared_with_chosen:
+                    setattr(args, _dest(kind, option.cli_flag(entry.name)), None)
+    return args

@@ -18,10 +18,12 @@ import pyro
 import torch
 
 from . import checkpoint, plots
-from .build import build_vae, make_config
+from .build import build_vae, describe, make_config
 from .cli import SELECTORS, build_parser, parse_args, piece_options
+from .compatibility import check_combination
 from .data import DataNotFoundError, load_data
 from .evaluate import active_units, evaluate, kl_per_dimension
+from .kl import describe_kl_term, has_closed_form_kl
 from .objectives import make_objective
 from .registry import LIKELIHOODS
 from .train import LR_SCHEDULES, NonFiniteLossError, fit, make_adam
@@ -138,6 +140,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str,
     # 3. The objective: a Pyro ELBO, seen by the training loop only as a loss module.
     objective = make_objective(config["objective"], config["objective_options"])
     loss = objective(vae.model, vae.guide)
+    probe = data.test.images[:2]
+    check_combination(vae, config["objective"], loss, probe)  # fails now, naming the combination
+    with torch.no_grad():
+        q_probe, p_probe = vae.encode(probe), vae.prior()
     optimizer = make_adam(vae.parameters(), lr=config["lr"], eps=config["adam_eps"])
     history, start_epoch = [], 0
     best = {"val_elbo": -float("inf"), "epoch": 0, "state": copy.deepcopy(vae.state_dict())}
@@ -152,6 +158,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str,
                 "state": checkpoint.load_checkpoint(best_path, device)["model_state"]
                 if best_path.is_file() else copy.deepcopy(vae.state_dict())}
     print(_describe(model_config, config, data))
+    print(describe_kl_term(q_probe, p_probe))  # closed form (mean_field uses it) or Monte Carlo
 
     def validate() -> float:
         """Validation ELBO per image, one z per image. The draws use a fixed seed on a forked
@@ -205,6 +212,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str,
         "active_units": num_active, "z_dim": model_config["z_dim"],
         "kl_per_dim": kl_dims.tolist() if kl_dims is not None else None,
         "selected_epoch": best["epoch"],
+        "kl_closed_form": has_closed_form_kl(q_probe, p_probe),
         "num_epochs": len(history),
         "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history) if history else None,
         "history": history,
@@ -235,9 +243,8 @@ def _label(config: Dict[str, Any]) -> str:
 
 
 def _describe(model_config: Dict[str, Any], config: Dict[str, Any], data) -> str:
-    pieces = ", ".join(f"{kind}={model_config[kind]['name']}" for kind in ("prior", "guide", "likelihood", "net"))
     return (f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
-            f"binarize={data.binarize}\nmodel: z_dim={model_config['z_dim']}, {pieces}\n"
+            f"binarize={data.binarize}\nmodel: z_dim={model_config['z_dim']}, {describe(model_config)}\n"
             f"objective: {config['objective']} {config['objective_options']}")
 
 

@@ -53,7 +53,7 @@ def plot_samples(vae: VAE, path: Path, n: int = 64) -> Path:
 
 def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
     """Scatter of E_q[z|x] coloured by label; the first two principal components when z_dim > 2."""
-    z = latent_means(vae, x).cpu()
+    z = latent_means(vae, x, num_samples=64).cpu()
     axis_names = ("z[0]", "z[1]")
     if z.shape[1] > 2:
         z_centered = z - z.mean(0)
@@ -108,6 +108,23 @@ def plot_elbo(history: Sequence[dict], path: Path, test_elbo: Optional[float] = 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_sample_panels(vaes: Dict[str, VAE], path: Path, n: int = 36, seed: int = 0, ncols: int = 4) -> Path:
+    """One panel of new images E[x|z], z ~ p(z), per labelled model (``ncols`` panels a row), each
+    drawn with the same ``seed``: how the samples change with the prior and the guide."""
+    nrows = -(-len(vaes) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 3.1 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, vae) in zip(axes.flat, vaes.items()):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            grid = _grid(vae.sample(n), nrow=int(n ** 0.5))
+        ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+    fig.suptitle("samples E[x | z], z ~ p(z)")
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

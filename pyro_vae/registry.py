@@ -15,6 +15,7 @@ branches on a piece's name.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, Dict, Iterator, Optional
 
 
@@ -139,9 +140,19 @@ class Registry:
         return sorted(self._entries)
 
     def build(self, name: str, options: Optional[Dict[str, Any]] = None, **context: Any) -> Any:
-        """Call the factory of ``name`` with the context arguments and the resolved options."""
+        """Call the factory of ``name`` with the resolved options and those context arguments
+        (``z_dim``, ``x_shape``, ``encoder``, ``guide``, ...) that its signature accepts, so that a
+        factory asks for the context it needs by naming it (the VampPrior asks for the encoder)."""
         entry = self[name]
-        return entry.factory(**context, **entry.resolve(options))
+        return entry.factory(**_accepted(entry.factory, context), **entry.resolve(options))
+
+
+def _accepted(factory: Callable[..., Any], context: Dict[str, Any]) -> Dict[str, Any]:
+    """The items of ``context`` that ``factory`` takes as keyword arguments (all, with ``**kwargs``)."""
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(context)
+    return {key: value for key, value in context.items() if key in parameters}
 
 
 PRIORS = Registry("prior")

@@ -30,7 +30,9 @@ from torch import nn
 class VAE(nn.Module):
     """A VAE composed of five parts (compose, don't inherit).
 
-    :param prior: module, ``prior()`` -> p(z) with event shape ``(z_dim,)``.
+    :param prior: module, ``prior()`` -> p(z) with event shape ``(z_dim,)``. A prior built from the
+        guide (``uses_guide = True``, the VampPrior) holds the same encoder and guide objects as the
+        VAE, without owning them as submodules, so each parameter has one name.
     :param guide: module, ``guide(encoder(x))`` -> q(z|x), reparameterized.
     :param likelihood: module, ``likelihood(decoder(z))`` -> p(x|z) with event shape ``x_shape``.
     :param encoder: ``nn.Module`` mapping ``(..., *x_shape)`` to the guide's parameters.
@@ -57,6 +59,11 @@ class VAE(nn.Module):
         no subsample scale: the loss is the sum over the batch.
         """
         pyro.module("prior", self.prior)
+        if getattr(self.prior, "uses_guide", False):
+            # p(z) built from q(z|u_k) (VampPrior): the encoder and guide are parameters of the
+            # model too, registered under the one name each has in the guide.
+            pyro.module("encoder", self.encoder)
+            pyro.module("guide", self.guide_net)
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
         size = x.shape[0] if x is not None else num_samples

@@ -5,8 +5,9 @@ over x whose event shape is one whole image, ``x_shape``. Its class attribute ``
 data it is a density for: ``"binary"`` (needs binarized images) or ``"continuous"``.
 """
 
-from . import bernoulli, gaussian  # noqa: F401  (registers)
+from . import bernoulli, continuous_bernoulli, gaussian  # noqa: F401  (registers)
 from .bernoulli import BernoulliLikelihood
+from .continuous_bernoulli import ContinuousBernoulliLikelihood
 from .gaussian import GaussianLikelihood
 
-__all__ = ["BernoulliLikelihood", "GaussianLikelihood"]
+__all__ = ["BernoulliLikelihood", "ContinuousBernoulliLikelihood", "GaussianLikelihood"]

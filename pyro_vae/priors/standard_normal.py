@@ -12,7 +12,9 @@ class StandardNormalPrior(nn.Module):
     """Standard normal prior p(z) = N(z; 0, I) (Kingma & Welling, arXiv:1312.6114, Sec. 3).
 
     No parameters. The KL term against the diagonal Gaussian guide is closed-form
-    (Appendix B: KL = ½ Σ_j (σ_j² + μ_j² − 1 − log σ_j²)), so ``mean_field`` uses it.
+    (Appendix B: KL = ½ Σ_j (σ_j² + μ_j² − 1 − log σ_j²)), and so is the one against the full-rank
+    guide (:func:`pyro_vae.kl.kl_mvn_diagonal_normal`): ``mean_field`` uses them. Against the IAF
+    guide it is Monte Carlo (``mean_field`` falls back).
     ``loc`` and ``scale`` are buffers so that ``vae.to(device)`` moves them.
     """
 
