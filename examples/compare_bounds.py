@@ -52,7 +52,8 @@ def mean_and_stderr(values):
 
 def summarize(results, eval_samples):
     """One row per run: means over seeds (± their standard error over seeds, or, with one seed, the
-    standard error over test images); Δ log p(x) against the first run, paired per image."""
+    standard error over test images); Δ log p(x) against the first run, paired per image within
+    each seed."""
     reference = results[0]
     rows = []
     for result in results:
@@ -67,9 +68,12 @@ def summarize(results, eval_samples):
         # paired over images (and averaged over seeds): this run minus the reference run
         differences = [(ev["log_likelihood"] - ref["log_likelihood"]).double()
                        for ev, ref in zip(result["evaluations"], reference["evaluations"])]
-        per_image = torch.stack(differences).mean(0)
-        row["delta_log_likelihood"] = per_image.mean().item()
-        row["delta_log_likelihood_se"] = (per_image.std() / math.sqrt(len(per_image))).item()
+        if len(differences) == 1:  # one seed: the error of the test-image sample
+            row["delta_log_likelihood"] = differences[0].mean().item()
+            row["delta_log_likelihood_se"] = (differences[0].std() / math.sqrt(len(differences[0]))).item()
+        else:  # several seeds: training noise dominates, so the error is over seeds
+            row["delta_log_likelihood"], row["delta_log_likelihood_se"] = mean_and_stderr(
+                [d.mean() for d in differences])
         rows.append(row)
     return rows
 

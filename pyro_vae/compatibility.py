@@ -26,14 +26,16 @@ def check_combination(vae: VAE, objective: str, loss: Callable[[torch.Tensor], t
                       x: torch.Tensor) -> None:
     """Evaluate ``loss`` and its gradient once on the images ``x`` (two are enough).
 
-    The random-number stream of the run is left as it was (a forked generator), and the gradients
-    are cleared afterwards, so a run with the check trains exactly as one without it.
+    The random-number stream of the run is left as it was (a forked generator), the gradients are
+    cleared and the loss module's state (a KL warm-up position) restored afterwards, so a run with
+    the check trains exactly as one without it.
 
     :raises IncompatibleCombinationError: naming the combination and the error it met, or a
         non-finite loss at initialization.
     """
     combination = f"{describe(vae.config)}, objective={objective}" if vae.config else f"objective={objective}"
     devices = [x.device] if x.device.type == "cuda" else []
+    state = loss.state_dict() if isinstance(loss, torch.nn.Module) else None  # e.g. a KL warm-up position
     try:
         with torch.random.fork_rng(devices=devices):
             value = loss(x)
@@ -45,6 +47,8 @@ def check_combination(vae: VAE, objective: str, loss: Callable[[torch.Tensor], t
     finally:
         for parameter in vae.parameters():
             parameter.grad = None
+        if state is not None:
+            loss.load_state_dict(state)
     if not math.isfinite(value.item()):
         raise IncompatibleCombinationError(f"{combination} gives a non-finite loss ({value.item()}) at "
                                            "initialization")

@@ -24,15 +24,25 @@ def test_compare_bounds_runs_end_to_end_and_writes_every_output(synthetic_data_d
     status = load_compare_bounds().main([
         "--data-dir", str(synthetic_data_dir), "--out", str(out), "--train-size", "200", "--val-size", "50",
         "--test-size", "30", "--num-epochs", "2", "--eval-samples", "100", "--hidden-dims", "16",
-        "--z-dim", "4", "--batch-size", "50", "--no-progress", "--runs", "elbo:1", "iwae:3", "iwae_dreg:3"])
+        "--z-dim", "4", "--batch-size", "50", "--no-progress", "--runs", "elbo:1", "iwae:3", "iwae_dreg:3",
+        "--seeds", "0", "1"])
     assert status == 0
     for name in ("results.md", "results.json", "bounds_vs_k.png", "khat.png", "training_curves.png"):
         assert (out / name).stat().st_size > 0, name
-    for run in ("elbo_K1_seed0", "iwae_K3_seed0", "iwae_dreg_K3_seed0"):
-        assert (out / run / "metrics.json").is_file() and (out / run / "evaluation.pt").is_file()
+    for run in ("elbo_K1", "iwae_K3", "iwae_dreg_K3"):
+        for seed in (0, 1):
+            assert (out / f"{run}_seed{seed}" / "metrics.json").is_file()
+            assert (out / f"{run}_seed{seed}" / "evaluation.pt").is_file()
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [(r["objective"], r["K"]) for r in rows] == [("elbo", 1), ("iwae", 3), ("iwae_dreg", 3)]
+    assert [(r["objective"], r["K"], r["seeds"]) for r in rows] == [("elbo", 1, 2), ("iwae", 3, 2), ("iwae_dreg", 3, 2)]
     assert rows[0]["delta_log_likelihood"] == 0.0
+    # with several seeds, Δ is the mean over seeds of the paired per-seed differences
+    per_seed = []
+    for seed in (0, 1):
+        reference = json.loads((out / f"elbo_K1_seed{seed}" / "metrics.json").read_text())["test_log_likelihood"]
+        iwae = json.loads((out / f"iwae_K3_seed{seed}" / "metrics.json").read_text())["test_log_likelihood"]
+        per_seed.append(iwae - reference)
+    assert rows[1]["delta_log_likelihood"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
     metrics = json.loads((out / "iwae_K3_seed0" / "metrics.json").read_text())
     assert metrics["config"]["run"]["objective_options"]["num_particles"] == 3
     bounds = [metrics["bounds"][k] for k in sorted(metrics["bounds"], key=int)]

@@ -196,4 +196,13 @@ def test_every_objective_has_a_documented_equation():
         assert "arXiv" in (entry.factory.__doc__ or ""), entry.name
 
 
-warnings.filterwarnings("ignore", message="iwae with num_particles=1")
+
+
+
+def test_the_up_front_combination_check_does_not_advance_the_warm_up():
+    from pyro_vae.compatibility import check_combination
+
+    lg = LinearGaussian(exact_guide=False)
+    loss = make_objective("elbo", {"kl_warmup_steps": 10})(lg.vae.model, lg.vae.guide)
+    check_combination(lg.vae, "elbo", loss, lg.x)
+    assert loss.step == 0

@@ -18,16 +18,16 @@ class IWAE_DReG(RenyiBound):
 
     With normalized weights w̃_k = w_k / Σ_j w_j and z_k = g_φ(ε_k, x), the gradient is
 
-        Σ_k w̃_k ∂_θ log p_θ(x, z_k)                             (model parameters: the IWAE gradient)
-      + Σ_k w̃_k² ∂_z [log p(x, z_k) − log q(z_k|x)] · ∂z_k/∂φ    (guide parameters: DReG),
+    * model parameters θ: Σ_k w̃_k ∂_θ log p_θ(x, z_k), the IWAE gradient;
+    * guide parameters φ: Σ_k w̃_k² ∂_z [log p(x, z_k) − log q(z_k|x)] · ∂z_k/∂φ (DReG),
 
     with the same expectation as the IWAE gradient, but no score term ∂_φ log q_φ(z) for the guide,
     so its signal-to-noise ratio does not decay as K grows (Rainforth et al., arXiv:1802.04537).
 
     How: the surrogate Σ_k sg(w̃_k) · log w_k^path (log q differentiated only through z, see
-    :mod:`pyro_vae.objectives.traces`) gives the first line; a backward hook on each latent sample
+    :mod:`pyro_vae.objectives.traces`) gives the first item; a backward hook on each latent sample
     z_k multiplies the gradient flowing back through z_k by w̃_k, which turns w̃_k into w̃_k² on every
-    path through the sample (the second line). Gradients that reach parameters directly through
+    path through the sample (the second item). Gradients that reach parameters directly through
     log p at fixed z keep the weight w̃_k. So parameters *shared* by model and guide (an encoder
     that a VampPrior also uses) get both parts, each with its right weight, and stay unbiased.
     Costs one extra ``log_prob`` per guide site, at the detached z; still one backward pass.
