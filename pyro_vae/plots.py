@@ -18,6 +18,13 @@ from .evaluate import latent_means  # noqa: E402
 from .vae import VAE  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     from ._torchvision import torchvision
 
@@ -31,10 +38,7 @@ def _show_grid(grid: torch.Tensor, title: str, path: Path, width: float = 8.0) -
     ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_reconstructions(vae: VAE, x: torch.Tensor, path: Path, n: int = 16) -> Path:
@@ -69,10 +73,7 @@ def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: Path) -> 
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     ax.set_title("latent means E_q[z | x] of test images")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 @torch.no_grad()
@@ -104,10 +105,7 @@ def plot_elbo(history: Sequence[dict], path: Path, test_elbo: Optional[float] = 
     ax.set_ylabel("ELBO (nats per image)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_sample_panels(vaes: Dict[str, VAE], path: Path, n: int = 36, seed: int = 0, ncols: int = 4) -> Path:
@@ -125,13 +123,6 @@ def plot_sample_panels(vaes: Dict[str, VAE], path: Path, n: int = 36, seed: int 
         ax.set_title(label, fontsize=8)
     fig.suptitle("samples E[x | z], z ~ p(z)")
     return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 def plot_khat(khats: Dict[str, torch.Tensor], path: Path) -> Path:
