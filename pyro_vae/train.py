@@ -7,6 +7,10 @@ form computes the *same* estimator from the same model and guide: ``objective(mo
 a :class:`torch.nn.Module` whose output is Pyro's differentiable loss (−ELBO summed over the batch),
 so we call ``loss.backward()`` and step one fused ``torch.optim.Adam`` over all parameters. The
 loss is accumulated on the device and read once per progress refresh and once per epoch.
+Pyro's own ``Trace_ELBO.differentiable_loss`` still reads values back (``.item()`` per site and a
+NaN check), so the ``elbo`` and ``mean_field`` objectives use subclasses that do not
+(:class:`~pyro_vae.objectives.elbo.SyncFreeTrace_ELBO`); ``tests/test_speed_paths.py`` checks that
+no objective reads a value during a step, and that the loss and gradients equal Pyro's.
 """
 
 from __future__ import annotations

@@ -1,10 +1,31 @@
 """``mean_field``: the ELBO with the KL term in closed form, :class:`pyro.infer.TraceMeanField_ELBO`."""
 
+from __future__ import annotations
+
+import torch
 from pyro.infer import TraceMeanField_ELBO
 
 from ..registry import OBJECTIVES
 from .kl_weight import KL_OPTIONS, with_kl_weight
 from .particles import NUM_PARTICLES, check_num_particles
+from .traces import check_reparameterized, trace_elbo
+
+
+class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
+    """:class:`~pyro.infer.TraceMeanField_ELBO` whose ``differentiable_loss`` never reads a value
+    back to Python (Pyro's calls ``.item()`` on each particle's ELBO and checks the loss for NaN:
+    host synchronizations on a GPU). Same traces and estimator,
+    −(1/P) Σ_p [log p(x|z_p) − KL(q(z|x) ‖ p(z))], with the KL from ``kl_divergence`` where it has a
+    closed form (:func:`~pyro_vae.objectives.traces.trace_elbo`). Like Pyro's, it needs a
+    reparameterized guide; it says so with an error rather than only under validation.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            check_reparameterized(guide_trace)
+            loss = loss - trace_elbo(model_trace, guide_trace, closed_form_kl=True) / self.num_particles
+        return loss
 
 
 @OBJECTIVES.register("mean_field", NUM_PARTICLES, *KL_OPTIONS)
@@ -14,6 +35,6 @@ def mean_field(num_particles: int, beta: float, kl_warmup_steps: int):
     registered (diagonal Gaussian vs standard normal: ½ Σ (σ² + μ² − 1 − log σ²), Appendix B) and
     falls back to a Monte Carlo estimate where none is, as TraceMeanField_ELBO does. With β ≠ 1 or
     a warm-up, the KL term is weighted (:mod:`pyro_vae.objectives.kl_weight`)."""
-    mean_field_elbo = TraceMeanField_ELBO(num_particles=check_num_particles(num_particles),
-                                          vectorize_particles=True, max_plate_nesting=1)
+    mean_field_elbo = SyncFreeTraceMeanField_ELBO(num_particles=check_num_particles(num_particles),
+                                                  vectorize_particles=True, max_plate_nesting=1)
     return with_kl_weight(mean_field_elbo, beta, kl_warmup_steps)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer.util import get_dependent_plate_dims, torch_sum
+from torch.distributions import kl_divergence
 
 
 def check_reparameterized(guide_trace) -> None:
@@ -54,3 +55,39 @@ def trace_log_weights(model_trace, guide_trace, num_particles: int, path_only: b
             log_q = _path_only(site) if path_only else site["log_prob"]
             log_w = log_w - torch_sum(log_q, sum_dims)
     return log_w.unsqueeze(0) if num_particles == 1 else log_w
+
+
+def is_reparameterized(guide_trace) -> bool:
+    return all(site["fn"].has_rsample for site in guide_trace.nodes.values()
+               if site["type"] == "sample" and not site["is_observed"])
+
+
+def trace_elbo(model_trace, guide_trace, closed_form_kl: bool = False) -> torch.Tensor:
+    """The ELBO of one (possibly vectorized) pair of traces, summed over every plate, as a tensor:
+
+        Σ_{model sites} log p(·) − Σ_{guide sites} log q(·) = Σ log p(x, z) − log q(z|x)   (Trace_ELBO),
+
+    and with ``closed_form_kl=True``, for each latent site where ``kl_divergence(q, p)`` has a
+    closed form, its pair of terms replaced by −KL(q ‖ p) (TraceMeanField_ELBO; elsewhere the
+    sampled terms stay). For a reparameterized guide this is both the value and the differentiable
+    surrogate of Pyro's estimator. Unlike Pyro's own ``differentiable_loss`` it never reads a value
+    back to Python (``.item()``, a NaN check): on a GPU each such read is a host synchronization
+    per training step. The training loop checks the loss for NaN once per progress refresh.
+    """
+    elbo = 0.0
+    kl_sites = set()
+    if closed_form_kl:
+        for name, site in model_trace.nodes.items():
+            if site["type"] == "sample" and not site["is_observed"] and name in guide_trace.nodes:
+                q_site = guide_trace.nodes[name]
+                try:
+                    kl = kl_divergence(q_site["fn"], site["fn"])
+                except NotImplementedError:
+                    continue
+                elbo = elbo - scale_and_mask(kl, q_site["scale"], q_site["mask"]).sum()
+                kl_sites.add(name)
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and name not in kl_sites:
+                elbo = elbo + sign * site["log_prob_sum"]
+    return elbo
