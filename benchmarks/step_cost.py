@@ -8,6 +8,11 @@ it is compared with: ``elbo`` (Trace_ELBO: the KL term sampled, log q(z|x) − l
 z), ``mean_field`` (TraceMeanField_ELBO: the KL term in closed form) and ``iwae`` (RenyiELBO with
 α = 0: per-image logsumexp of K log-weights). Prints milliseconds per step and the ratio to the
 hand-written step (medians of 5 interleaved rounds), all measured in this one run.
+
+A second table weighs ways of running the same ``elbo`` step at the first batch size: Pyro's own
+``Trace_ELBO`` in module form (which reads values back to Python every step), pyro_vae's sync-free
+subclass (what training uses), Pyro's ``JitTrace_ELBO`` (TorchScript trace of the whole loss) and
+``torch.compile`` of pyro_vae's loss module (``--compile-backend``; ``none`` skips it).
 """
 
 import argparse
@@ -71,6 +76,22 @@ def time_steps(losses, vae, x, steps, device, repeats=5):
     return [statistics.median(column) for column in zip(*times)]
 
 
+def elbo_variants(vae, compile_backend: str):
+    """The ``elbo`` step, run five ways; each computes the same estimator from the same model and guide."""
+    from pyro.infer import JitTrace_ELBO, Trace_ELBO
+
+    variants = {
+        "hand-written torch": hand_written(vae, "elbo", 1),
+        "Pyro Trace_ELBO, module form": Trace_ELBO(max_plate_nesting=1)(vae.model, vae.guide),
+        "pyro_vae elbo (sync-free Trace_ELBO)": make_objective("elbo")(vae.model, vae.guide),
+        "Pyro JitTrace_ELBO": JitTrace_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)(vae.model, vae.guide),
+    }
+    if compile_backend != "none":
+        variants[f"torch.compile(pyro_vae elbo, backend={compile_backend})"] = torch.compile(
+            make_objective("elbo")(vae.model, vae.guide), backend=compile_backend)
+    return variants
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cuda", action="store_true")
@@ -79,6 +100,9 @@ def main():
                         help="steps per timed round at K = 1 (5 rounds; fewer at larger K)")
     parser.add_argument("--runs", nargs="+", default=["elbo:1", "mean_field:1", "iwae:5", "iwae:50"],
                         help="OBJECTIVE:K to compare")
+    parser.add_argument("--compile-backend", default="aot_eager",
+                        help="torch.compile backend for the second table (inductor needs a C++ compiler "
+                             "on the CPU); 'none' skips that row")
     args = parser.parse_args()
     device = torch.device("cuda" if args.cuda else "cpu")
     pyro.enable_validation(False)  # as in training runs with python -O; validation costs ~5%
@@ -96,6 +120,15 @@ def main():
             steps = max(3, args.steps // k)
             base, ours = time_steps([hand_written(vae, name, k), objective(vae.model, vae.guide)], vae, x, steps, device)
             print(f"| {batch_size} | {name} | {k} | {base:.2f} | {ours:.2f} | {ours / base:.2f} |")
+    batch_size = args.batch_sizes[0]
+    x = torch.bernoulli(torch.full((batch_size, 1, 28, 28), 0.13, device=device))
+    variants = elbo_variants(vae, args.compile_backend)
+    times = time_steps(list(variants.values()), vae, x, args.steps, device)
+    print(f"\nThe elbo step at batch {batch_size}, five ways (compilation happens in the warm-up steps):")
+    print("| step | ms | ratio to hand-written |")
+    print("| --- | ---: | ---: |")
+    for label, value in zip(variants, times):
+        print(f"| {label} | {value:.2f} | {value / times[0]:.2f} |")
 
 
 if __name__ == "__main__":
