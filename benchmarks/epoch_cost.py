@@ -13,13 +13,19 @@ likelihood, dynamic binarization, Adam, the ``elbo`` estimator (Trace_ELBO's mat
   ``DataLoader`` over torchvision's MNIST with ``ToTensor`` (item by item), a host-to-device copy
   per batch, ``pyro.infer.SVI.step`` returning a Python float every step.
 
-Prints seconds per epoch and the ratios, all measured in this one run (one epoch each, after a
-short warm-up).
+Each loop runs in a fresh process of its own (so that its peak memory is its own: resident memory
+on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU, data included), takes a few warm-up
+steps, then runs ``--epochs`` timed epochs. Prints the median seconds per epoch, the ratios and the
+peak memory, all measured in this one run.
 """
 
 import argparse
 import importlib.util
+import multiprocessing
+import resource
+import statistics
 import time
+from itertools import islice
 from pathlib import Path
 
 import pyro
@@ -42,40 +48,87 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def pyro_vae_epoch(vae, data, batch_size, device):
+WARMUP_STEPS = 5
+
+
+def pyro_vae_loop(vae, data, batch_size, device):
     loss = make_objective("elbo")(vae.model, vae.guide)
     optimizer = make_adam(vae.parameters(), lr=1e-3)
-    fit(loss, optimizer, lambda: data.train_batches(batch_size), 1, progress=False, verbose=False)
+    fit(loss, optimizer, lambda: islice(data.train_batches(batch_size), WARMUP_STEPS), 1, progress=False, verbose=False)
+    return lambda: fit(loss, optimizer, lambda: data.train_batches(batch_size), 1, progress=False, verbose=False)
 
 
-def hand_written_epoch(vae, data, batch_size, device):
+def hand_written_loop(vae, data, batch_size, device):
     loss = hand_written_loss(vae)
     optimizer = make_adam(vae.parameters(), lr=1e-3)
-    total = torch.zeros((), device=device)
-    for x in data.train_batches(batch_size):
-        optimizer.zero_grad(set_to_none=True)
-        value = loss(x)
-        value.backward()
-        optimizer.step()
-        total += value.detach()
-    total.item()
+
+    def epoch(batches):
+        total = torch.zeros((), device=device)
+        for x in batches:
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(x)
+            value.backward()
+            optimizer.step()
+            total += value.detach()
+        total.item()
+
+    epoch(islice(data.train_batches(batch_size), WARMUP_STEPS))
+    return lambda: epoch(data.train_batches(batch_size))
 
 
-def reference_style_epoch(vae, loader, device):
+def reference_style_loop(vae, loader, device):
     svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}),
                          pyro.infer.Trace_ELBO(max_plate_nesting=1))
-    epoch_loss = 0.0
-    for x, _ in loader:
-        x = torch.bernoulli(x.to(device))  # one host-to-device copy per batch
-        epoch_loss += svi.step(x)  # a Python float (a host synchronization) every step
+
+    def epoch(batches):
+        epoch_loss = 0.0
+        for x, _ in batches:
+            x = torch.bernoulli(x.to(device))  # one host-to-device copy per batch
+            epoch_loss += svi.step(x)  # a Python float (a host synchronization) every step
+
+    batches = iter(loader)
+    epoch([next(batches) for _ in range(WARMUP_STEPS)])
+    return lambda: epoch(loader)
 
 
-def timed(function, device):
-    synchronize(device)
-    start = time.perf_counter()
-    function()
-    synchronize(device)
-    return time.perf_counter() - start
+def measure(loop: str, args, queue) -> None:
+    """In a fresh process: build the data and the VAE, warm up, time ``args.epochs`` epochs."""
+    device = torch.device("cuda" if args.cuda else "cpu")
+    pyro.enable_validation(False)
+    pyro.set_rng_seed(0)
+    if loop == "reference style (DataLoader, SVI.step)":
+        from pyro_vae._torchvision import torchvision
+
+        dataset = load_torchvision("mnist", Path(args.data_dir) if args.data_dir else None, train=True)
+        dataset.transform = torchvision.transforms.ToTensor()
+        if args.train_size is not None:
+            dataset = torch.utils.data.Subset(dataset, range(args.train_size))
+        images = len(dataset)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
+    else:
+        data = load_data("mnist", args.data_dir, "dynamic", train_size=args.train_size, val_size=0, test_size=1,
+                         device=device)
+        images = len(data.train)
+    vae = build_vae(make_config((1, 28, 28), 50, options={"net": {"hidden_dims": [400]}})).to(device)
+    if loop == "pyro_vae (fit)":
+        epoch = pyro_vae_loop(vae, data, args.batch_size, device)
+    elif loop == "hand-written torch":
+        epoch = hand_written_loop(vae, data, args.batch_size, device)
+    else:
+        epoch = reference_style_loop(vae, loader, device)
+    seconds = []
+    for _ in range(args.epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        epoch()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if args.cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    queue.put((statistics.median(seconds), peak, images))
+
+
+LOOPS = ("pyro_vae (fit)", "hand-written torch", "reference style (DataLoader, SVI.step)")
 
 
 def main():
@@ -83,39 +136,26 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cuda", action="store_true")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per loop (the median is shown)")
     parser.add_argument("--train-size", type=int, default=None, help="images per epoch (default: all 60,000)")
     args = parser.parse_args()
-    device = torch.device("cuda" if args.cuda else "cpu")
-    from pyro_vae._torchvision import torchvision
-
-    pyro.enable_validation(False)
-    pyro.set_rng_seed(0)
-    data = load_data("mnist", args.data_dir, "dynamic", train_size=args.train_size, val_size=0, test_size=1,
-                     device=device)
-    dataset = load_torchvision("mnist", Path(args.data_dir) if args.data_dir else None, train=True)
-    dataset.transform = torchvision.transforms.ToTensor()
-    if args.train_size is not None:
-        dataset = torch.utils.data.Subset(dataset, range(args.train_size))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
-
-    def fresh_vae():
-        pyro.clear_param_store()
-        return build_vae(make_config((1, 28, 28), 50, options={"net": {"hidden_dims": [400]}})).to(device)
-
-    loops = {
-        "pyro_vae (fit)": lambda: pyro_vae_epoch(fresh_vae(), data, args.batch_size, device),
-        "hand-written torch": lambda: hand_written_epoch(fresh_vae(), data, args.batch_size, device),
-        "reference style (DataLoader, SVI.step)": lambda: reference_style_epoch(fresh_vae(), loader, device),
-    }
-    seconds = {name: timed(loop, device) for name, loop in loops.items()}
-    name = torch.cuda.get_device_name() if args.cuda else "cpu"
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    for loop in LOOPS:
+        queue = context.Queue()
+        process = context.Process(target=measure, args=(loop, args, queue))
+        process.start()
+        results[loop] = queue.get()
+        process.join()
+    name = "cuda" if args.cuda else "cpu"
     print(f"device: {name}, torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}, "
-          f"{len(data.train)} images per epoch, batch {args.batch_size}")
-    base, reference = seconds["hand-written torch"], seconds["reference style (DataLoader, SVI.step)"]
-    print("| loop | seconds per epoch | ratio to hand-written | speed-up over reference style |")
-    print("| --- | ---: | ---: | ---: |")
-    for loop, value in seconds.items():
-        print(f"| {loop} | {value:.2f} | {value / base:.2f} | {reference / value:.2f} |")
+          f"{results[LOOPS[0]][2]} images per epoch, batch {args.batch_size}, median of {args.epochs} epochs")
+    memory = "peak GPU memory allocated" if args.cuda else "peak resident memory"
+    base, reference = results["hand-written torch"][0], results[LOOPS[2]][0]
+    print(f"| loop | seconds per epoch | ratio to hand-written | speed-up over reference style | {memory}, MiB |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for loop, (value, peak, _) in results.items():
+        print(f"| {loop} | {value:.2f} | {value / base:.2f} | {reference / value:.2f} | {peak / 2 ** 20:,.0f} |")
 
 
 if __name__ == "__main__":
