@@ -7,7 +7,7 @@ Same nets (784-400-50 MLP), same Bernoulli likelihood, same batch, same Adam, Py
 it is compared with: ``elbo`` (Trace_ELBO: the KL term sampled, log q(z|x) − log p(z) at the drawn
 z), ``mean_field`` (TraceMeanField_ELBO: the KL term in closed form) and ``iwae`` (RenyiELBO with
 α = 0: per-image logsumexp of K log-weights). Prints milliseconds per step and the ratio to the
-hand-written step (medians of 5 interleaved rounds), all measured in this one run.
+hand-written step (the fastest of ``--rounds`` interleaved rounds), all measured in this one run.
 
 A second table weighs ways of running the same ``elbo`` step at the first batch size: Pyro's own
 ``Trace_ELBO`` in module form (which reads values back to Python every step), pyro_vae's sync-free
@@ -21,7 +21,6 @@ the model replayed on it (Pyro's tracing), then the whole loss (Pyro's log-densi
 
 import argparse
 import math
-import statistics
 import time
 
 import pyro
@@ -57,9 +56,11 @@ def hand_written(vae, estimator: str, k: int):
     return loss
 
 
-def time_steps(losses, vae, x, steps, device, repeats=5):
-    """Median ms per step of each loss; the losses take turns, ``repeats`` rounds of ``steps``
-    steps each, so slow drifts of the machine hit all of them alike."""
+def time_steps(losses, vae, x, steps, device, rounds=7):
+    """ms per step of each loss: the losses take turns, ``rounds`` rounds of ``steps`` steps each,
+    and each loss's fastest round counts. Other work on the machine can only add time, so the
+    fastest round is the estimate least disturbed by it (the advice of Python's ``timeit``); on
+    the shared machine of docs/benchmarks.md, medians moved by up to 40% between runs."""
     optimizer = make_adam(vae.parameters(), lr=1e-3)
 
     def run(loss, n):
@@ -76,8 +77,8 @@ def time_steps(losses, vae, x, steps, device, repeats=5):
 
     for loss in losses:  # warm-up
         run(loss, 10)
-    times = [[run(loss, steps) for loss in losses] for _ in range(repeats)]
-    return [statistics.median(column) for column in zip(*times)]
+    times = [[run(loss, steps) for loss in losses] for _ in range(rounds)]
+    return [min(column) for column in zip(*times)]
 
 
 def elbo_variants(vae, compile_backend: str):
@@ -121,7 +122,7 @@ def main():
     parser.add_argument("--cuda", action="store_true")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--steps", type=int, default=40,
-                        help="steps per timed round at K = 1 (5 rounds; fewer at larger K)")
+                        help="steps per timed round at K = 1 (7 rounds; fewer steps at larger K)")
     parser.add_argument("--runs", nargs="+", default=["elbo:1", "mean_field:1", "iwae:5", "iwae:50"],
                         help="OBJECTIVE:K to compare")
     parser.add_argument("--compile-backend", default="aot_eager",

@@ -58,6 +58,7 @@ def trace_log_weights(model_trace, guide_trace, num_particles: int, path_only: b
 
 
 def is_reparameterized(guide_trace) -> bool:
+    """Whether every latent site of the guide was drawn as z = g(ε, x) (``has_rsample``)."""
     return all(site["fn"].has_rsample for site in guide_trace.nodes.values()
                if site["type"] == "sample" and not site["is_observed"])
 
