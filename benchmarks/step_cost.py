@@ -7,7 +7,7 @@ Same nets (784-400-50 MLP), same Bernoulli likelihood, same batch, same Adam, Py
 it is compared with: ``elbo`` (Trace_ELBO: the KL term sampled, log q(z|x) − log p(z) at the drawn
 z), ``mean_field`` (TraceMeanField_ELBO: the KL term in closed form) and ``iwae`` (RenyiELBO with
 α = 0: per-image logsumexp of K log-weights). Prints milliseconds per step and the ratio to the
-hand-written step (the fastest of ``--rounds`` interleaved rounds), all measured in this one run.
+hand-written step (the fastest of 7 interleaved rounds), all measured in this one run.
 
 A second table weighs ways of running the same ``elbo`` step at the first batch size: Pyro's own
 ``Trace_ELBO`` in module form (which reads values back to Python every step), pyro_vae's sync-free
