@@ -123,3 +123,26 @@ def test_the_host_read_guard_catches_pyros_own_trace_elbo(no_host_reads):
     no_host_reads()
     with pytest.raises(HostRead):
         loss(x)
+
+
+@pytest.mark.parametrize("progress,expected_reads", [(False, 2), (True, 2 * (2 + 1))])
+def test_fit_reads_the_loss_once_per_epoch_and_per_progress_refresh(progress, expected_reads, monkeypatch):
+    """Two epochs of 10 steps: the loss is summed on the device and read at the end of each epoch,
+    and, with a progress bar refreshed every 5 steps, at each refresh; never per step (the
+    optimizer included)."""
+    from pyro_vae import fit
+    from pyro_vae.train import make_adam
+
+    pyro.enable_validation(False)
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((40, 1, 28, 28), 0.2, dtype=torch.float64))
+    loss = make_objective("elbo")(vae.model, vae.guide)
+    optimizer = make_adam(vae.parameters())
+    reads = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        def counted(self, *args, _name=name, _read=getattr(torch.Tensor, name), **kwargs):
+            reads.append(_name)
+            return _read(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    fit(loss, optimizer, lambda: x.split(4), 2, progress=progress, verbose=False, refresh_every=5)
+    assert len(reads) == expected_reads, reads
