@@ -8,7 +8,7 @@ from pyro.infer import Trace_ELBO
 from ..registry import OBJECTIVES
 from .kl_weight import KL_OPTIONS, with_kl_weight
 from .particles import NUM_PARTICLES, check_num_particles
-from .traces import is_reparameterized, trace_elbo
+from .traces import is_reparameterized, trace_log_weights
 
 
 class SyncFreeTrace_ELBO(Trace_ELBO):
@@ -16,18 +16,19 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
     ``objective(model, guide)(x)``, which training calls) never reads a value back to Python.
 
     Same traces, same estimator: −(1/P) Σ_p [log p(x, z_p) − log q(z_p|x)] from the vectorized
-    pair of traces (:func:`~pyro_vae.objectives.traces.trace_elbo`). Pyro's version computes the
+    pair of traces (:func:`~pyro_vae.objectives.traces.trace_log_weights`). Pyro's version computes the
     same number but calls ``.item()`` on each site's log-probability and on the loss and checks it
     for NaN, four to five host synchronizations per training step on a GPU. ``loss`` and
     ``loss_and_grads`` (used by ``SVI.step``) are Pyro's, unchanged. A guide with a non-reparameterized
-    site gets Pyro's score-function surrogate, and its synchronizations.
+    site gets Pyro's score-function surrogate, and its synchronizations. Without Pyro's NaN check,
+    :func:`pyro_vae.train.fit` checks the loss it sums at each progress refresh and epoch end.
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         loss = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             if is_reparameterized(guide_trace):
-                loss_particle = -trace_elbo(model_trace, guide_trace)
+                loss_particle = -trace_log_weights(model_trace, guide_trace, self.num_particles).sum()
             else:
                 value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
                 loss_particle = value + (surrogate - surrogate.detach())

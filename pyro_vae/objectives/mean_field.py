@@ -8,7 +8,7 @@ from pyro.infer import TraceMeanField_ELBO
 from ..registry import OBJECTIVES
 from .kl_weight import KL_OPTIONS, with_kl_weight
 from .particles import NUM_PARTICLES, check_num_particles
-from .traces import check_reparameterized, trace_elbo
+from .traces import check_reparameterized, trace_log_weights
 
 
 class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
@@ -16,7 +16,7 @@ class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
     back to Python (Pyro's calls ``.item()`` on each particle's ELBO and checks the loss for NaN:
     host synchronizations on a GPU). Same traces and estimator,
     −(1/P) Σ_p [log p(x|z_p) − KL(q(z|x) ‖ p(z))], with the KL from ``kl_divergence`` where it has a
-    closed form (:func:`~pyro_vae.objectives.traces.trace_elbo`). Like Pyro's, it needs a
+    closed form (:func:`~pyro_vae.objectives.traces.trace_log_weights` with ``closed_form_kl``). Like Pyro's, it needs a
     reparameterized guide; it says so with an error rather than only under validation.
     """
 
@@ -24,7 +24,8 @@ class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
         loss = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             check_reparameterized(guide_trace)
-            loss = loss - trace_elbo(model_trace, guide_trace, closed_form_kl=True) / self.num_particles
+            terms = trace_log_weights(model_trace, guide_trace, self.num_particles, closed_form_kl=True)
+            loss = loss - terms.sum() / self.num_particles
         return loss
 
 

@@ -42,16 +42,40 @@ def _path_only(site) -> torch.Tensor:
     return site["log_prob"] - at_detached + at_detached.detach()
 
 
-def trace_log_weights(model_trace, guide_trace, num_particles: int, path_only: bool = False) -> torch.Tensor:
+def closed_form_kl_terms(model_trace, guide_trace) -> dict:
+    """KL(q ‖ p) at each latent site where ``kl_divergence`` has a closed form for the pair, as
+    TraceMeanField_ELBO asks it (q the guide's distribution, p the model's, both with the plates'
+    batch shape), scaled and masked like the site's log-density. Sites without one are left out."""
+    terms = {}
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and name in guide_trace.nodes:
+            q_site = guide_trace.nodes[name]
+            try:
+                kl = kl_divergence(q_site["fn"], site["fn"])
+            except NotImplementedError:
+                continue
+            terms[name] = scale_and_mask(kl, q_site["scale"], q_site["mask"])
+    return terms
+
+
+def trace_log_weights(model_trace, guide_trace, num_particles: int, path_only: bool = False,
+                      closed_form_kl: bool = False) -> torch.Tensor:
     """log w = log p(x, z) − log q(z|x) per particle and image, ``(K, batch)``. (Pyro adds the
-    vectorized particle plate only when K > 1; for K = 1 the particle dimension is added here.)"""
+    vectorized particle plate only when K > 1; for K = 1 the particle dimension is added here.)
+
+    With ``closed_form_kl``, each latent site whose KL has a closed form
+    (:func:`closed_form_kl_terms`) contributes −KL(q ‖ p) in place of log p(z) − log q(z): the
+    per-image terms log p(x|z) − KL(q(z|x) ‖ p(z)) of TraceMeanField_ELBO. These are no longer
+    importance log-weights; their mean over particles is the ELBO, with its KL term exact.
+    """
     sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+    kl_terms = closed_form_kl_terms(model_trace, guide_trace) if closed_form_kl else {}
     log_w = 0.0
-    for site in model_trace.nodes.values():
+    for name, site in model_trace.nodes.items():
         if site["type"] == "sample":
-            log_w = log_w + torch_sum(site["log_prob"], sum_dims)
-    for site in guide_trace.nodes.values():
-        if site["type"] == "sample":
+            log_w = log_w + torch_sum(-kl_terms[name] if name in kl_terms else site["log_prob"], sum_dims)
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and name not in kl_terms:
             log_q = _path_only(site) if path_only else site["log_prob"]
             log_w = log_w - torch_sum(log_q, sum_dims)
     return log_w.unsqueeze(0) if num_particles == 1 else log_w
@@ -61,34 +85,3 @@ def is_reparameterized(guide_trace) -> bool:
     """Whether every latent site of the guide was drawn as z = g(ε, x) (``has_rsample``)."""
     return all(site["fn"].has_rsample for site in guide_trace.nodes.values()
                if site["type"] == "sample" and not site["is_observed"])
-
-
-def trace_elbo(model_trace, guide_trace, closed_form_kl: bool = False) -> torch.Tensor:
-    """The ELBO of one (possibly vectorized) pair of traces, summed over every plate, as a tensor:
-
-        Σ_{model sites} log p(·) − Σ_{guide sites} log q(·) = Σ log p(x, z) − log q(z|x)   (Trace_ELBO),
-
-    and with ``closed_form_kl=True``, for each latent site where ``kl_divergence(q, p)`` has a
-    closed form, its pair of terms replaced by −KL(q ‖ p) (TraceMeanField_ELBO; elsewhere the
-    sampled terms stay). For a reparameterized guide this is both the value and the differentiable
-    surrogate of Pyro's estimator. Unlike Pyro's own ``differentiable_loss`` it never reads a value
-    back to Python (``.item()``, a NaN check): on a GPU each such read is a host synchronization
-    per training step. The training loop checks the loss for NaN once per progress refresh.
-    """
-    elbo = 0.0
-    kl_sites = set()
-    if closed_form_kl:
-        for name, site in model_trace.nodes.items():
-            if site["type"] == "sample" and not site["is_observed"] and name in guide_trace.nodes:
-                q_site = guide_trace.nodes[name]
-                try:
-                    kl = kl_divergence(q_site["fn"], site["fn"])
-                except NotImplementedError:
-                    continue
-                elbo = elbo - scale_and_mask(kl, q_site["scale"], q_site["mask"]).sum()
-                kl_sites.add(name)
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for name, site in trace.nodes.items():
-            if site["type"] == "sample" and name not in kl_sites:
-                elbo = elbo + sign * site["log_prob_sum"]
-    return elbo
