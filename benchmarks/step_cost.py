@@ -82,7 +82,7 @@ def time_steps(losses, vae, x, steps, device, rounds=7):
 
 
 def elbo_variants(vae, compile_backend: str):
-    """The ``elbo`` step, run five ways; each computes the same estimator from the same model and guide."""
+    """The ``elbo`` step, run several ways; each computes the same estimator from the same model and guide."""
     from pyro.infer import JitTrace_ELBO, Trace_ELBO
 
     variants = {
@@ -149,7 +149,7 @@ def main():
     x = torch.bernoulli(torch.full((batch_size, 1, 28, 28), 0.13, device=device))
     variants = elbo_variants(vae, args.compile_backend)
     times = time_steps(list(variants.values()), vae, x, args.steps, device)
-    print(f"\nThe elbo step at batch {batch_size}, five ways (compilation happens in the warm-up steps):")
+    print(f"\nThe elbo step at batch {batch_size}, {len(variants)} ways (compilation happens in the warm-up steps):")
     print("| step | ms | ratio to hand-written |")
     print("| --- | ---: | ---: |")
     for label, value in zip(variants, times):
