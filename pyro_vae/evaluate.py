@@ -33,8 +33,8 @@ from .bounds import elbo_terms, iwae_bound, iwae_bounds
 from .vae import VAE
 
 #: Default bound on (particles × images) evaluated at once, by device type. On the CPU, chunks of
-#: 5,000 decoder rows ran 1.9× faster than chunks of 25,000 and peaked 25% lower
-#: (``benchmarks/eval_cost.py``, docs/benchmarks.md). Other devices use :data:`DEFAULT_MAX_ROWS`,
+#: 5,000 decoder rows ran 1.8–1.9× faster than chunks of 25,000 and peaked 7–25% lower, in three
+#: runs of ``benchmarks/eval_cost.py`` (docs/benchmarks.md). Other devices use :data:`DEFAULT_MAX_ROWS`,
 #: not yet tuned by measurement.
 MAX_ROWS = {"cpu": 5_000}
 DEFAULT_MAX_ROWS = 25_000
