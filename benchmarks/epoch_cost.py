@@ -20,9 +20,6 @@ peak memory, all measured in this one run.
 """
 
 import argparse
-import importlib.util
-import multiprocessing
-import resource
 import statistics
 import time
 from itertools import islice
@@ -35,20 +32,15 @@ from pyro_vae import build_vae, fit, load_data, make_config, make_objective
 from pyro_vae.train import make_adam
 from pyro_vae.data import load_torchvision
 
+from isolated import peak_memory, run_isolated
+from step_cost import hand_written
 
-def hand_written_loss(vae):
-    spec = importlib.util.spec_from_file_location("step_cost", Path(__file__).with_name("step_cost.py"))
-    step_cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step_cost)
-    return step_cost.hand_written(vae, "elbo", 1)
+WARMUP_STEPS = 5
 
 
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-WARMUP_STEPS = 5
 
 
 def pyro_vae_loop(vae, data, batch_size, device):
@@ -59,7 +51,7 @@ def pyro_vae_loop(vae, data, batch_size, device):
 
 
 def hand_written_loop(vae, data, batch_size, device):
-    loss = hand_written_loss(vae)
+    loss = hand_written(vae, "elbo", 1)
     optimizer = make_adam(vae.parameters(), lr=1e-3)
 
     def epoch(batches):
@@ -123,9 +115,7 @@ def measure(loop: str, args, queue) -> None:
         epoch()
         synchronize(device)
         seconds.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if args.cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    queue.put((statistics.median(seconds), peak, images))
+    queue.put((statistics.median(seconds), peak_memory(args.cuda), images))
 
 
 LOOPS = ("pyro_vae (fit)", "hand-written torch", "reference style (DataLoader, SVI.step)")
@@ -139,14 +129,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per loop (the median is shown)")
     parser.add_argument("--train-size", type=int, default=None, help="images per epoch (default: all 60,000)")
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
-    results = {}
-    for loop in LOOPS:
-        queue = context.Queue()
-        process = context.Process(target=measure, args=(loop, args, queue))
-        process.start()
-        results[loop] = queue.get()
-        process.join()
+    results = {loop: run_isolated(measure, loop, args) for loop in LOOPS}
     name = "cuda" if args.cuda else "cpu"
     print(f"device: {name}, torch {torch.__version__}, pyro {pyro.__version__}, threads {torch.get_num_threads()}, "
           f"{results[LOOPS[0]][2]} images per epoch, batch {args.batch_size}, median of {args.epochs} epochs")

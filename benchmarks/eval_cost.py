@@ -11,9 +11,9 @@ peak memory, with ratios to the first setting, all measured in this one run.
 """
 
 import argparse
-import multiprocessing
-import resource
 import time
+
+from isolated import peak_memory, run_isolated
 
 
 def measure(cuda: bool, images: int, k: int, max_rows: int, queue) -> None:
@@ -38,8 +38,7 @@ def measure(cuda: bool, images: int, k: int, max_rows: int, queue) -> None:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put((seconds, peak))
+    queue.put((seconds, peak_memory(cuda)))
 
 
 def main():
@@ -52,14 +51,7 @@ def main():
                              "on the CPU, 25,000 elsewhere); 500,000 is no chunking at the defaults (100 images "
                              "× K = 5000). Ratios are to the first.")
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
-    results = {}
-    for max_rows in args.max_rows:
-        queue = context.Queue()
-        process = context.Process(target=measure, args=(args.cuda, args.images, args.k, max_rows, queue))
-        process.start()
-        results[max_rows] = queue.get()
-        process.join()
+    results = {max_rows: run_isolated(measure, args.cuda, args.images, args.k, max_rows) for max_rows in args.max_rows}
     memory = "peak GPU memory allocated" if args.cuda else "peak resident memory (whole process)"
     print(f"{args.images} images × K = {args.k}, batches of {min(args.images, 100)} images, "
           f"{'cuda' if args.cuda else 'cpu'}")

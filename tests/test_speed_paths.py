@@ -80,6 +80,10 @@ def test_sync_free_elbo_keeps_pyros_score_function_gradient_for_a_discrete_guide
     assert parameters[0].grad.abs().sum() > 0
 
 
+#: The ways a tensor's value is read into Python; on a GPU each waits for the device.
+HOST_READS = ("item", "__bool__", "__float__", "__int__", "tolist")
+
+
 class HostRead(RuntimeError):
     pass
 
@@ -95,7 +99,7 @@ def no_host_reads(monkeypatch):
         return read
 
     def install():
-        for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        for name in HOST_READS:
             monkeypatch.setattr(torch.Tensor, name, forbid(name))
 
     return install
@@ -139,7 +143,7 @@ def test_fit_reads_the_loss_once_per_epoch_and_per_progress_refresh(progress, ex
     loss = make_objective("elbo")(vae.model, vae.guide)
     optimizer = make_adam(vae.parameters())
     reads = []
-    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+    for name in HOST_READS:
         def counted(self, *args, _name=name, _read=getattr(torch.Tensor, name), **kwargs):
             reads.append(_name)
             return _read(self, *args, **kwargs)
