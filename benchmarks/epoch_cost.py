@@ -27,13 +27,12 @@ from pathlib import Path
 
 import pyro
 import torch
-
-from pyro_vae import build_vae, fit, load_data, make_config, make_objective
-from pyro_vae.train import make_adam
-from pyro_vae.data import load_torchvision
-
 from isolated import peak_memory, run_isolated
 from step_cost import hand_written
+
+from pyro_vae import build_vae, fit, load_data, make_config, make_objective
+from pyro_vae.data import load_torchvision
+from pyro_vae.train import make_adam
 
 WARMUP_STEPS = 5
 

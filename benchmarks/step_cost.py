@@ -28,8 +28,8 @@ import torch
 from torch.nn import functional as F
 
 from pyro_vae import build_vae, make_config, make_objective
-from pyro_vae.train import make_adam
 from pyro_vae.bounds import gaussian_kl
+from pyro_vae.train import make_adam
 
 
 def hand_written(vae, estimator: str, k: int):

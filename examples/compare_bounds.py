@@ -83,8 +83,8 @@ def markdown_table(rows, eval_samples, reference_label):
         return f"{value:.{digits}f}" if math.isnan(se) else f"{value:.{digits}f} ± {se:.{digits}f}"
 
     lines = [
-        f"| objective | K | test ELBO | test log p(x), IWAE-{eval_samples} | NLL = −log p(x) | "
-        f"Δ log p(x) vs {reference_label} (paired) | active units | k̂ > 0.7 | s / epoch |",
+        (f"| objective | K | test ELBO | test log p(x), IWAE-{eval_samples} | NLL = −log p(x) | "
+         f"Δ log p(x) vs {reference_label} (paired) | active units | k̂ > 0.7 | s / epoch |"),
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:

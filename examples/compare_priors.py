@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import pyro_vae
-from pyro_vae.cli import build_parser, choose, parse_args as parse_flags
+from pyro_vae.cli import build_parser, choose
+from pyro_vae.cli import parse_args as parse_flags
 from pyro_vae.data import DataNotFoundError
 from pyro_vae.experiment import run
 from pyro_vae.plots import plot_sample_panels

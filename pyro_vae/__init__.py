@@ -14,7 +14,24 @@ from .vae import VAE
 __version__ = "0.1.0"
 
 __all__ = [
-    "VAE", "build_vae", "make_config", "make_objective", "fit", "evaluate", "log_weights", "load",
-    "load_checkpoint", "save_checkpoint", "load_data", "DataNotFoundError", "bounds", "objectives",
-    "PRIORS", "GUIDES", "LIKELIHOODS", "NETS", "OBJECTIVES", "Option",
+    "GUIDES",
+    "LIKELIHOODS",
+    "NETS",
+    "OBJECTIVES",
+    "PRIORS",
+    "VAE",
+    "DataNotFoundError",
+    "Option",
+    "bounds",
+    "build_vae",
+    "evaluate",
+    "fit",
+    "load",
+    "load_checkpoint",
+    "load_data",
+    "log_weights",
+    "make_config",
+    "make_objective",
+    "objectives",
+    "save_checkpoint",
 ]

@@ -15,7 +15,8 @@ Options left out take the defaults declared in the registry entry; the returned 
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import guides, likelihoods, nets, priors  # noqa: F401  (fill the registries)
 from .registry import GUIDES, LIKELIHOODS, NETS, PRIORS
@@ -26,25 +27,25 @@ PIECES = {"prior": PRIORS, "guide": GUIDES, "likelihood": LIKELIHOODS, "net": NE
 
 def make_config(x_shape: Sequence[int], z_dim: int, prior: str = "standard_normal",
                 guide: str = "diagonal_normal", likelihood: str = "bernoulli", net: str = "mlp",
-                options: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
+                options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A model configuration; ``options`` maps a kind (``"net"``, ...) to that piece's options."""
     options = options or {}
     unknown = set(options) - set(PIECES)
     if unknown:
         raise ValueError(f"options given for unknown kinds {sorted(unknown)}; kinds are {sorted(PIECES)}")
     names = {"prior": prior, "guide": guide, "likelihood": likelihood, "net": net}
-    config: Dict[str, Any] = {"x_shape": [int(s) for s in x_shape], "z_dim": int(z_dim)}
+    config: dict[str, Any] = {"x_shape": [int(s) for s in x_shape], "z_dim": int(z_dim)}
     for kind, registry in PIECES.items():
         config[kind] = {"name": names[kind], "options": registry[names[kind]].resolve(options.get(kind))}
     return config
 
 
-def describe(config: Dict[str, Any]) -> str:
+def describe(config: dict[str, Any]) -> str:
     """``prior=vamp, guide=iaf, likelihood=bernoulli, net=mlp``: the pieces named in ``config``."""
     return ", ".join(f"{kind}={config[kind]['name']}" for kind in PIECES)
 
 
-def build_vae(config: Dict[str, Any]) -> VAE:
+def build_vae(config: dict[str, Any]) -> VAE:
     """Instantiate the pieces named in ``config`` and compose them into a :class:`VAE`."""
     config = copy.deepcopy(config)
     x_shape, z_dim = tuple(config["x_shape"]), int(config["z_dim"])

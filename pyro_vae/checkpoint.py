@@ -15,7 +15,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ from .vae import VAE
 FORMAT_VERSION = 1
 
 
-def get_rng_state() -> Dict[str, Any]:
+def get_rng_state() -> dict[str, Any]:
     """Torch (CPU and every CUDA device), Python and NumPy generator states, as safe types."""
-    version, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -39,7 +39,7 @@ def get_rng_state() -> Dict[str, Any]:
     }
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -50,7 +50,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
                          numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
 
 
-def save_checkpoint(path: str | os.PathLike, vae: VAE, optimizer: Optional[torch.optim.Optimizer] = None,
+def save_checkpoint(path: str | os.PathLike, vae: VAE, optimizer: torch.optim.Optimizer | None = None,
                     **record: Any) -> None:
     """Write ``vae`` (its parameters and its ``config``), the optimizer state, the RNG state and any
     extra ``record`` entries (epoch, history, run settings) to ``path`` atomically."""
@@ -79,7 +79,7 @@ def save_checkpoint(path: str | os.PathLike, vae: VAE, optimizer: Optional[torch
         raise
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """The checkpoint dictionary, loaded with the safe ``weights_only=True`` loader."""
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     if checkpoint.get("format_version") != FORMAT_VERSION:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-from typing import Any, Dict
+from typing import Any
 
 from .build import PIECES
 from .data import BINARIZATIONS, DATASETS
@@ -19,7 +19,7 @@ from .objectives import OBJECTIVES
 from .train import LR_SCHEDULES
 
 #: Presets of settings from papers (argparse destinations -> values).
-PROTOCOLS: Dict[str, Dict[str, Any]] = {
+PROTOCOLS: dict[str, dict[str, Any]] = {
     # Burda, Grosse & Salakhutdinov (arXiv:1509.00519), Sec. 5, one stochastic layer on MNIST.
     "burda2015": {"net__hidden_dims": [200, 200], "net__mlp_activation": "tanh", "z_dim": 50,
                   "batch_size": 20, "binarize": "dynamic", "lr": 1e-3, "adam_eps": 1e-4,
@@ -54,7 +54,7 @@ _positive_float = _bounded(float, 0.0, strict=True)
 
 
 def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for kind, registry in SELECTORS.items():
         group = parser.add_argument_group(f"{kind} (choose with --{kind}; options apply to that choice)")
         group.add_argument(f"--{kind}", choices=registry.names(), default=DEFAULTS[kind],
@@ -66,7 +66,7 @@ def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
                 if flag in seen:  # a shared flag (e.g. --num-particles), declared by several entries
                     continue
                 seen[flag] = entry.name
-                kwargs: Dict[str, Any] = {"default": None, "dest": _dest(kind, flag)}
+                kwargs: dict[str, Any] = {"default": None, "dest": _dest(kind, flag)}
                 default = list(option.default) if isinstance(option.default, tuple) else option.default
                 if option.type is bool:
                     kwargs["action"] = argparse.BooleanOptionalAction
@@ -140,12 +140,12 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     return parser.parse_args(argv)
 
 
-def piece_options(parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str) -> Dict[str, Any]:
+def piece_options(parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str) -> dict[str, Any]:
     """Options given on the command line for the chosen entry of ``kind`` (the rest take the
     registry's defaults). An option flag of an entry that was *not* chosen is an error."""
     registry = SELECTORS[kind]
     chosen = getattr(args, kind)
-    options: Dict[str, Any] = {}
+    options: dict[str, Any] = {}
     for entry in registry:
         for option in entry.options.values():
             value = getattr(args, _dest(kind, option.cli_flag(entry.name)))

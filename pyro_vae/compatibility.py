@@ -10,7 +10,7 @@ construction with a message naming it, instead of failing inside Pyro at the fir
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -40,7 +40,7 @@ def check_combination(vae: VAE, objective: str, loss: Callable[[torch.Tensor], t
         with torch.random.fork_rng(devices=devices):
             value = loss(x)
             value.backward()
-    except Exception as error:  # noqa: BLE001  (any failure here is the combination's)
+    except Exception as error:
         raise IncompatibleCombinationError(
             f"{combination} cannot be trained: one step of the objective fails with "
             f"{type(error).__name__}: {error}") from error

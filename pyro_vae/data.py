@@ -27,8 +27,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import torch
 
@@ -43,7 +43,7 @@ class DataNotFoundError(RuntimeError):
     """The data set is neither in the data directory nor downloadable."""
 
 
-def default_data_dir() -> Optional[Path]:
+def default_data_dir() -> Path | None:
     value = os.environ.get("PYRO_VAE_DATA")
     return Path(value).expanduser() if value else None
 
@@ -52,7 +52,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYRO_VAE_CACHE", "~/.cache/pyro_vae")).expanduser()
 
 
-def _cache_for(data_dir: Optional[Path]) -> Path:
+def _cache_for(data_dir: Path | None) -> Path:
     """One cache folder per source directory, so that files extracted from one data directory are
     never mistaken for another's; downloads (no data directory) go to ``<cache>/data/download``."""
     if data_dir is None:
@@ -74,7 +74,7 @@ def _link_raw_files(class_name: str, data_dir: Path, cache: Path) -> None:
                 dst.symlink_to(src.resolve())
 
 
-def load_torchvision(dataset: str, data_dir: Optional[Path] = None, train: bool = True):
+def load_torchvision(dataset: str, data_dir: Path | None = None, train: bool = True):
     """The torchvision dataset object (``.data`` uint8 images, ``.targets`` labels)."""
     from ._torchvision import torchvision
 
@@ -95,7 +95,7 @@ def load_torchvision(dataset: str, data_dir: Optional[Path] = None, train: bool 
         _link_raw_files(class_name, data_dir, cache)
     try:
         return getattr(torchvision.datasets, class_name)(root=str(cache), train=train, download=True)
-    except Exception as error:  # network errors, "Dataset not found", bad checksums
+    except Exception as error:  # noqa: BLE001  (network errors, "Dataset not found", bad checksums)
         raise DataNotFoundError(
             f"{dataset} is not available: no usable files in {' or '.join(searched)}, and the "
             f"download failed ({type(error).__name__}: {error}). Either connect to the internet "
@@ -104,7 +104,7 @@ def load_torchvision(dataset: str, data_dir: Optional[Path] = None, train: bool 
         ) from None
 
 
-def binarize(images: torch.Tensor, seed: Optional[int] = None) -> torch.Tensor:
+def binarize(images: torch.Tensor, seed: int | None = None) -> torch.Tensor:
     """x ~ Bernoulli(intensity), elementwise; seeded draws are made on the CPU (reproducible on any
     device), unseeded ones on the images' device from the global generator."""
     if seed is None:
@@ -151,8 +151,8 @@ class ImageData:
         return -(-len(self.train) // batch_size)
 
 
-def load_data(dataset: str = "mnist", data_dir: Optional[Path] = None, binarization: str = "dynamic",
-              train_size: Optional[int] = None, val_size: int = 1000, test_size: Optional[int] = None,
+def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization: str = "dynamic",
+              train_size: int | None = None, val_size: int = 1000, test_size: int | None = None,
               device: torch.device | str = "cpu") -> ImageData:
     """Load a data set into memory on ``device``.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import pyro
 import torch
@@ -72,7 +72,7 @@ def log_weight_terms(vae: VAE, x: torch.Tensor, num_samples: int) -> LogWeightTe
 
 
 @torch.no_grad()
-def log_weights(vae: VAE, x: torch.Tensor, num_samples: int, chunk_size: Optional[int] = None) -> torch.Tensor:
+def log_weights(vae: VAE, x: torch.Tensor, num_samples: int, chunk_size: int | None = None) -> torch.Tensor:
     """All ``(K, batch)`` log-weights for a batch, computed ``chunk_size`` particles at a time."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -91,8 +91,8 @@ class Evaluation:
     elbo: torch.Tensor            # (N,) ELBO estimate per image, from K samples
     log_likelihood: torch.Tensor  # (N,) L_K per image
     num_samples: int              # K
-    khat: Optional[torch.Tensor] = None  # (N,) PSIS k̂ of each image's K log-weights
-    bounds: Dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # {K': (N,) E[L_K']}
+    khat: torch.Tensor | None = None  # (N,) PSIS k̂ of each image's K log-weights
+    bounds: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # {K': (N,) E[L_K']}
 
     def summary(self) -> dict:
         n = self.elbo.shape[0]
@@ -116,7 +116,7 @@ def _stderr(values: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int = 100,
-             chunk_size: Optional[int] = None, psis: bool = False, ks: Sequence[int] = (),
+             chunk_size: int | None = None, psis: bool = False, ks: Sequence[int] = (),
              progress: bool = False) -> Evaluation:
     """ELBO and L_K (K = ``num_samples``) for every image of ``data`` (already on the device);
     with ``psis`` the PSIS k̂ of each image's log-weights (:func:`psis_khat`); with ``ks`` the
@@ -203,7 +203,7 @@ def active_units(vae: VAE, x: torch.Tensor, threshold: float = 1e-2, **kwargs):
 
 
 @torch.no_grad()
-def kl_per_dimension(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> Optional[torch.Tensor]:
+def kl_per_dimension(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor | None:
     """E_x[KL(q(z_j|x) ‖ p(z_j))] for each latent unit j, in closed form, where q and p both factorize
     over units with a registered KL (e.g. diagonal Gaussian vs standard normal); else ``None``."""
     prior = vae.prior()

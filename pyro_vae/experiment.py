@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import pyro
 import torch
@@ -33,7 +33,7 @@ TRAINING_SETTINGS = ("dataset", "binarize", "train_size", "val_size", "batch_siz
                      "adam_eps", "seed", "objective", "objective_options")
 
 
-def run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
+def run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of the run as plain data (stored in metrics.json and in checkpoints)."""
     return {
         "dataset": args.dataset, "binarize": args.binarize, "train_size": args.train_size,
@@ -71,7 +71,7 @@ def _checkpoint_path(path: str) -> Path:
     return path / "checkpoint.pt" if path.is_dir() else path
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     from ._torchvision import torchvision
 
     return {"python": platform.python_version(), "torch": torch.__version__,
@@ -98,7 +98,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """Train (or, with --evaluate-only, just evaluate) and write every output to ``args.out``.
 
     Pyro's validation is off unless ``--pyro-validation``: the data's compatibility with the
@@ -108,7 +108,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, 
         return _run(parser, args)
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if args.cuda else "cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,19 +236,19 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str,
     return metrics
 
 
-def _label(config: Dict[str, Any]) -> str:
+def _label(config: dict[str, Any]) -> str:
     """e.g. ``iwae K=50``: the objective and its number of particles."""
     k = config["objective_options"].get("num_particles", 1)
     return f"{config['objective']} K={k}"
 
 
-def _describe(model_config: Dict[str, Any], config: Dict[str, Any], data) -> str:
+def _describe(model_config: dict[str, Any], config: dict[str, Any], data) -> str:
     return (f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
             f"binarize={data.binarize}\nmodel: z_dim={model_config['z_dim']}, {describe(model_config)}\n"
             f"objective: {config['objective']} {config['objective_options']}")
 
 
-def format_summary(metrics: Dict[str, Any], out: Optional[Path] = None) -> str:
+def format_summary(metrics: dict[str, Any], out: Path | None = None) -> str:
     """The final numbers as a short Markdown table (nats per image)."""
     k = metrics["eval_samples"]
     rows = [

@@ -13,8 +13,9 @@ Kingma & Welling (arXiv:1312.6114), Appendix C: one hidden layer MLPs ("Gaussian
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu":
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
@@ -67,7 +68,7 @@ class MLPDecoder(nn.Module):
 )
 def mlp_nets(
     x_shape: Sequence[int], z_dim: int, encoder_out_dim: int, hidden_dims: Sequence[int], activation: str
-) -> Tuple[nn.Module, nn.Module]:
+) -> tuple[nn.Module, nn.Module]:
     """Fully connected encoder and decoder; the decoder's hidden sizes mirror the encoder's."""
     if any(h <= 0 for h in hidden_dims):
         raise ValueError(f"hidden sizes must be positive, got {list(hidden_dims)}")
@@ -76,7 +77,7 @@ def mlp_nets(
     return encoder, decoder
 
 
-def _image_shape(x_shape: Sequence[int]) -> Tuple[int, int, int]:
+def _image_shape(x_shape: Sequence[int]) -> tuple[int, int, int]:
     """``(C, H, W)`` from an image shape ``(C, H, W)`` or ``(H, W)``."""
     if len(x_shape) == 2:
         return (1, *x_shape)
@@ -85,7 +86,7 @@ def _image_shape(x_shape: Sequence[int]) -> Tuple[int, int, int]:
     raise ValueError(f"the conv nets need images of shape (C, H, W) or (H, W), got x_shape {tuple(x_shape)}")
 
 
-def _halved(size: Tuple[int, int]) -> Tuple[int, int]:
+def _halved(size: tuple[int, int]) -> tuple[int, int]:
     """Spatial size after a 3×3 convolution with stride 2 and padding 1: ⌈size / 2⌉."""
     return ((size[0] + 1) // 2, (size[1] + 1) // 2)
 
@@ -153,7 +154,7 @@ class ConvDecoder(nn.Module):
     Option("activation", str, "relu", "hidden activation", choices=tuple(ACTIVATIONS)),
 )
 def conv_nets(x_shape: Sequence[int], z_dim: int, encoder_out_dim: int, channels: Sequence[int],
-              hidden_dim: int, activation: str) -> Tuple[nn.Module, nn.Module]:
+              hidden_dim: int, activation: str) -> tuple[nn.Module, nn.Module]:
     """Convolutional encoder and the mirrored transposed-convolution decoder, for images
     ``(C, H, W)`` or ``(H, W)`` (``--net conv``)."""
     if not channels or any(c <= 0 for c in channels) or hidden_dim <= 0:

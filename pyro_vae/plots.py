@@ -4,18 +4,18 @@ is used, so no display is needed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.ticker import MaxNLocator
 
-from .evaluate import latent_means  # noqa: E402
-from .vae import VAE  # noqa: E402
+from .evaluate import latent_means
+from .vae import VAE
 
 
 def _save(fig, path: Path) -> Path:
@@ -90,12 +90,12 @@ def plot_manifold(vae: VAE, path: Path, n: int = 20) -> Path:
     return _show_grid(_grid(images, nrow=n), "decoded manifold E[x | z] over a grid of z", path)
 
 
-def plot_elbo(history: Sequence[dict], path: Path, test_elbo: Optional[float] = None) -> Path:
+def plot_elbo(history: Sequence[dict], path: Path, test_elbo: float | None = None) -> Path:
     """Train and validation ELBO (nats per image) against epochs."""
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.plot(epochs, [r["train_elbo"] for r in history], marker="o", label="train ELBO")
-    val: List[float] = [r["val_elbo"] for r in history if "val_elbo" in r]
+    val: list[float] = [r["val_elbo"] for r in history if "val_elbo" in r]
     if len(val) == len(epochs):
         ax.plot(epochs, val, marker="s", label="validation ELBO")
     if test_elbo is not None:
@@ -108,7 +108,7 @@ def plot_elbo(history: Sequence[dict], path: Path, test_elbo: Optional[float] = 
     return _save(fig, path)
 
 
-def plot_sample_panels(vaes: Dict[str, VAE], path: Path, n: int = 36, seed: int = 0, ncols: int = 4) -> Path:
+def plot_sample_panels(vaes: dict[str, VAE], path: Path, n: int = 36, seed: int = 0, ncols: int = 4) -> Path:
     """One panel of new images E[x|z], z ~ p(z), per labelled model (``ncols`` panels a row), each
     drawn with the same ``seed``: how the samples change with the prior and the guide."""
     nrows = -(-len(vaes) // ncols)
@@ -125,7 +125,7 @@ def plot_sample_panels(vaes: Dict[str, VAE], path: Path, n: int = 36, seed: int 
     return _save(fig, path)
 
 
-def plot_khat(khats: Dict[str, torch.Tensor], path: Path) -> Path:
+def plot_khat(khats: dict[str, torch.Tensor], path: Path) -> Path:
     """Histogram of the per-image PSIS k̂ of each run; k̂ > 0.7 marks an unreliable log p(x) estimate
     (Yao et al., arXiv:1802.02538)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -143,7 +143,7 @@ def plot_khat(khats: Dict[str, torch.Tensor], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_bounds_vs_k(bounds: Dict[str, Dict[int, float]], path: Path) -> Path:
+def plot_bounds_vs_k(bounds: dict[str, dict[int, float]], path: Path) -> Path:
     """E[L_K] against K (log scale) for each model: the ELBO at K = 1 rising towards log p(x)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for label, by_k in bounds.items():
@@ -157,7 +157,7 @@ def plot_bounds_vs_k(bounds: Dict[str, Dict[int, float]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_training_curves(histories: Dict[str, Sequence[dict]], path: Path) -> Path:
+def plot_training_curves(histories: dict[str, Sequence[dict]], path: Path) -> Path:
     """Training objective and validation ELBO per epoch for each run."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
     for label, history in histories.items():

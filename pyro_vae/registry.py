@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Dict, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +40,9 @@ class Option:
     type: type
     default: Any
     help: str = ""
-    flag: Optional[str] = None
-    nargs: Optional[str] = None
-    choices: Optional[tuple] = None
+    flag: str | None = None
+    nargs: str | None = None
+    choices: tuple | None = None
 
     def cli_flag(self, entry_name: str) -> str:
         if self.flag is not None:
@@ -82,10 +83,10 @@ class Entry:
 
     name: str
     factory: Callable[..., Any]
-    options: Dict[str, Option]
+    options: dict[str, Option]
     summary: str
 
-    def resolve(self, options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    def resolve(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults filled in, unknown options rejected, values checked."""
         options = dict(options or {})
         unknown = sorted(set(options) - set(self.options))
@@ -107,7 +108,7 @@ class Registry:
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._entries: Dict[str, Entry] = {}
+        self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, *options: Option) -> Callable:
         """Decorator: register ``factory`` under ``name`` with the given options."""
@@ -139,7 +140,7 @@ class Registry:
     def names(self) -> list:
         return sorted(self._entries)
 
-    def build(self, name: str, options: Optional[Dict[str, Any]] = None, **context: Any) -> Any:
+    def build(self, name: str, options: dict[str, Any] | None = None, **context: Any) -> Any:
         """Call the factory of ``name`` with the resolved options and those context arguments
         (``z_dim``, ``x_shape``, ``encoder``, ``guide``, ...) that its signature accepts, so that a
         factory asks for the context it needs by naming it (the VampPrior asks for the encoder)."""
@@ -147,7 +148,7 @@ class Registry:
         return entry.factory(**_accepted(entry.factory, context), **entry.resolve(options))
 
 
-def _accepted(factory: Callable[..., Any], context: Dict[str, Any]) -> Dict[str, Any]:
+def _accepted(factory: Callable[..., Any], context: dict[str, Any]) -> dict[str, Any]:
     """The items of ``context`` that ``factory`` takes as keyword arguments (all, with ``**kwargs``)."""
     parameters = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -53,7 +53,7 @@ def burda2015_lr_factor(epoch: int) -> float:
 
 
 #: name -> epoch -> factor on the optimizer's initial learning rate
-LR_SCHEDULES: Dict[str, Callable[[int], float]] = {"constant": lambda epoch: 1.0, "burda2015": burda2015_lr_factor}
+LR_SCHEDULES: dict[str, Callable[[int], float]] = {"constant": lambda epoch: 1.0, "burda2015": burda2015_lr_factor}
 
 
 def fit(
@@ -63,15 +63,15 @@ def fit(
     num_epochs: int,
     *,
     start_epoch: int = 0,
-    history: Optional[List[dict]] = None,
-    num_batches: Optional[int] = None,
-    validate: Optional[Callable[[], float]] = None,
-    on_epoch_end: Optional[Callable[[List[dict]], None]] = None,
-    lr_factor: Optional[Callable[[int], float]] = None,
+    history: list[dict] | None = None,
+    num_batches: int | None = None,
+    validate: Callable[[], float] | None = None,
+    on_epoch_end: Callable[[list[dict]], None] | None = None,
+    lr_factor: Callable[[int], float] | None = None,
     progress: bool = True,
     verbose: bool = True,
     refresh_every: int = 50,
-) -> List[dict]:
+) -> list[dict]:
     """Run epochs ``start_epoch + 1 .. num_epochs`` of gradient steps on ``loss``.
 
     :param loss: maps a batch ``x`` to a scalar differentiable loss, the negative ELBO summed over
@@ -123,7 +123,7 @@ def fit(
     return history
 
 
-def _finite(total: Optional[torch.Tensor], epoch: int) -> float:
+def _finite(total: torch.Tensor | None, epoch: int) -> float:
     value = 0.0 if total is None else total.item()
     if not math.isfinite(value):
         raise NonFiniteLossError(

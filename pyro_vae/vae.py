@@ -18,8 +18,6 @@ log p(x, z) − log q(z|x). This file holds the only ``pyro.sample`` statements 
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pyro
 import pyro.distributions as dist
 import torch
@@ -48,10 +46,10 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.encoder = encoder
         self.decoder = decoder
-        self.config: Optional[dict] = None  # filled by pyro_vae.build.build_vae, kept in checkpoints
+        self.config: dict | None = None  # filled by pyro_vae.build.build_vae, kept in checkpoints
 
     # -- the two Pyro programs -----------------------------------------------------------------
-    def model(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None) -> torch.Tensor:
+    def model(self, x: torch.Tensor | None = None, num_samples: int | None = None) -> torch.Tensor:
         """p(x, z) = p(z) p(x|z), for a batch: ``x`` observed, or ``num_samples`` new draws.
 
         Sites: ``"z"`` (latent) and ``"x"`` (observed when ``x`` is given), inside

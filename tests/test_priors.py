@@ -37,7 +37,7 @@ def perturbed_vae(prior, prior_options, guide="diagonal_normal", z_dim=2, seed=0
     return vae
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def integrated(prior, options_items):
     """(fine, coarse) grid moments of the perturbed prior, computed once per case."""
     p = perturbed_vae(prior, dict(options_items)).prior()

@@ -144,7 +144,9 @@ def test_fit_reads_the_loss_once_per_epoch_and_per_progress_refresh(progress, ex
     optimizer = make_adam(vae.parameters())
     reads = []
     for name in HOST_READS:
-        def counted(self, *args, _name=name, _read=getattr(torch.Tensor, name), **kwargs):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _name=name, _read=original, **kwargs):
             reads.append(_name)
             return _read(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, name, counted)

@@ -26,7 +26,7 @@ def test_torchvision_parts_we_use_work_and_the_patch_is_applied_only_when_needed
         assert hasattr(datasets, "MNIST") and hasattr(datasets, "FashionMNIST")
         print("ok", _torchvision.PATCHED)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("ok")
     assert (tmp_path / "grid.png").stat().st_size > 0

@@ -1,6 +1,6 @@
 """Inverse autoregressive flow on top of the diagonal Gaussian guide, conditioned on the encoder."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch

@@ -1,6 +1,6 @@
 """Bernoulli likelihood for binarized images, parameterized by logits."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch

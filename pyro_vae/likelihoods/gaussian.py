@@ -1,6 +1,6 @@
 """Gaussian likelihood with a fixed or learned per-pixel σ: why "MSE" is a likelihood."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch

@@ -18,4 +18,4 @@ def make_objective(name: str, options=None):
     return OBJECTIVES.build(name, options)
 
 
-__all__ = ["make_objective", "OBJECTIVES"]
+__all__ = ["OBJECTIVES", "make_objective"]

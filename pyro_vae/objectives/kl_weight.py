@@ -18,7 +18,8 @@ stays unaware of it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pyro.poutine.scale_messenger import ScaleMessenger
@@ -43,7 +44,7 @@ class LatentScaleMessenger(ScaleMessenger):
         super().__init__(scale)
         self.sites = tuple(sites)
 
-    def _process_message(self, msg: Dict[str, Any]) -> None:
+    def _process_message(self, msg: dict[str, Any]) -> None:
         if msg["name"] in self.sites:
             super()._process_message(msg)
 
@@ -51,7 +52,7 @@ class LatentScaleMessenger(ScaleMessenger):
 class KLWeightedLoss(nn.Module):
     """The loss module: −ELBO with the KL term weighted by the current β."""
 
-    def __init__(self, objective: "KLWeighted", model, guide):
+    def __init__(self, objective: KLWeighted, model, guide):
         super().__init__()
         self.objective, self.model, self.guide = objective, model, guide
         self.step = 0
@@ -67,10 +68,10 @@ class KLWeightedLoss(nn.Module):
             self.step += 1
         return loss
 
-    def get_extra_state(self) -> Dict[str, int]:
+    def get_extra_state(self) -> dict[str, int]:
         return {"step": self.step}
 
-    def set_extra_state(self, state: Dict[str, int]) -> None:
+    def set_extra_state(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
 
 

@@ -1,6 +1,6 @@
 """A normalizing-flow prior: N(0, I) pushed through a stack of autoregressive transforms."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 from pyro.distributions import transforms

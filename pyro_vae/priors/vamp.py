@@ -1,6 +1,6 @@
 """The VampPrior: the aggregate posterior of K learned pseudo-inputs, p(z) = (1/K) Σ_k q(z | u_k)."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
