@@ -2,33 +2,34 @@
 
     python examples/compare_bounds.py --data-dir ../shared/data --runs elbo:1 elbo:50 iwae:5 iwae:50
     python examples/compare_bounds.py --protocol burda2015 --cuda     # the paper's full schedule
+    python examples/compare_bounds.py ... --resume     # continue an interrupted comparison in --out
 
-Each run is ``OBJECTIVE:K`` (K = --num-particles of that run: particles of the ELBO, importance
+Each run is OBJECTIVE:K (K = --num-particles of that run: particles of the ELBO, importance
 samples of IWAE; Burda et al., arXiv:1509.00519, Table 1 compares VAE k=1, VAE k=50, IWAE k=5 and
 IWAE k=50). Every trained model is evaluated with the same protocol: test ELBO, the bounds E[L_K]
 for the --eval-ks, and the importance-sampled test log-likelihood with K = --eval-samples, all from
-one set of log-weights per image; the share of images whose PSIS k̂ exceeds 0.7; active units.
-Differences between runs are paired over the same test images. All other flags are those of
-examples/mnist_svi.py. Writes to --out: one folder per run (as mnist_svi.py writes), results.md,
-results.json, bounds_vs_k.png, khat.png, training_curves.png. With --resume OUT, each run
-continues from its own checkpoint in OUT when there is one.
+one set of log-weights per image; the share of images whose PSIS k̂ exceeds 0.7 (n/a below
+K = 100); active units. Differences between runs are paired over the same test images
+(pyro_vae.compare). All other flags are those of examples/mnist_svi.py.
+
+Writes to --out: one folder per run (as mnist_svi.py writes), kept as soon as the run finishes;
+results.md and results.json, rewritten after every run; bounds_vs_k.png, khat.png,
+training_curves.png. With --resume, finished runs are reused and an interrupted one continues from
+its checkpoint, so the summary is rebuilt without training again.
 """
 
 import argparse
-import copy
-import json
-import math
 import sys
 from pathlib import Path
 
-import torch
-
 from pyro_vae import plots
-from pyro_vae.cli import build_parser, parse_args
-from pyro_vae.data import DataNotFoundError
-from pyro_vae.experiment import run
+from pyro_vae.cli import build_parser, parse, report_errors
+from pyro_vae.compare import Group, markdown_table, run_or_reuse, summarize
 from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.train import NonFiniteLossError
+from pyro_vae.outputs import RunDirectory, write_json, write_text
+
+OUTPUTS = ("results.md", "results.json", "bounds_vs_k.png", "khat.png", "training_curves.png")
+METRICS = ("test_elbo", "test_log_likelihood", "active_units", "psis_khat_share_above_0.7", "seconds_per_epoch")
 
 
 def run_spec(text: str):
@@ -44,115 +45,72 @@ def run_spec(text: str):
     return name, k
 
 
-def mean_and_stderr(values):
-    values = torch.as_tensor(values, dtype=torch.float64)
-    stderr = (values.std(unbiased=True) / math.sqrt(len(values))).item() if len(values) > 1 else float("nan")
-    return values.mean().item(), stderr
+def table(rows, eval_samples: int) -> str:
+    reference = f"{rows[0]['objective']} K={rows[0]['K']}"
+    return markdown_table(rows, [
+        ("objective", "objective", None), ("K", "K", None), ("test ELBO", "test_elbo", 2),
+        (f"test log p(x), IWAE-{eval_samples}", "test_log_likelihood", 2),
+        ("NLL = −log p(x)", "nll", lambda r: "n/a" if r["test_log_likelihood"] is None
+         else f"{-r['test_log_likelihood']:.2f}"),
+        (f"Δ log p(x) vs {reference} (paired)", "delta_log_likelihood", 2),
+        ("active units", "active_units", 1), ("k̂ > 0.7", "psis_khat_share_above_0.7", 2),
+        ("s / epoch", "seconds_per_epoch", lambda r: "n/a" if r["seconds_per_epoch"] is None
+         else f"{r['seconds_per_epoch']:.1f}"),
+    ])
 
 
-def summarize(results, eval_samples):
-    """One row per run: means over seeds (± their standard error over seeds, or, with one seed, the
-    standard error over test images); Δ log p(x) against the first run, paired per image within
-    each seed."""
-    reference = results[0]
-    rows = []
-    for result in results:
-        seeds = result["seeds"]
-        row = {"objective": result["objective"], "K": result["K"], "seeds": len(seeds)}
-        for key in ("test_elbo", "test_log_likelihood", "active_units", "psis_khat_share_above_0.7",
-                    "seconds_per_epoch"):
-            row[key], row[key + "_se"] = mean_and_stderr([m[key] for m in seeds])
-        if len(seeds) == 1:
-            row["test_elbo_se"] = seeds[0]["test_elbo_stderr"]
-            row["test_log_likelihood_se"] = seeds[0]["test_log_likelihood_stderr"]
-        # paired over images (and averaged over seeds): this run minus the reference run
-        differences = [(ev["log_likelihood"] - ref["log_likelihood"]).double()
-                       for ev, ref in zip(result["evaluations"], reference["evaluations"])]
-        if len(differences) == 1:  # one seed: the error of the test-image sample
-            row["delta_log_likelihood"] = differences[0].mean().item()
-            row["delta_log_likelihood_se"] = (differences[0].std() / math.sqrt(len(differences[0]))).item()
-        else:  # several seeds: training noise dominates, so the error is over seeds
-            row["delta_log_likelihood"], row["delta_log_likelihood_se"] = mean_and_stderr(
-                [d.mean() for d in differences])
-        rows.append(row)
-    return rows
+def write_summary(out: Path, groups, eval_samples: int, seeds) -> str:
+    """results.md / results.json and the plots, from the runs finished so far."""
+    rows = summarize(groups, METRICS)
+    first = groups[0].runs[0].metrics
+    protocol = (f"{first['config']['run']['dataset']}, {first['num_test_images']} test images, "
+                f"{first['num_epochs']} epochs, seeds {list(seeds)}, device {first['device']}")
+    text = table(rows, eval_samples)
+    write_text(out / "results.md", f"{protocol}\n\n{text}\n")
+    write_json(out / "results.json", {"protocol": protocol, "rows": rows})
+    plots.plot_bounds_vs_k({g.label: g.runs[0].metrics["bounds"] for g in groups}, out / "bounds_vs_k.png")
+    khats = {g.label: g.runs[0].evaluation["khat"] for g in groups if g.runs[0].evaluation.get("khat") is not None}
+    if khats:
+        plots.plot_khat(khats, out / "khat.png")
+    plots.plot_training_curves({g.label: g.runs[0].metrics["history"] for g in groups}, out / "training_curves.png")
+    return f"{protocol}\n\n{text}"
 
 
-def markdown_table(rows, eval_samples, reference_label):
-    def pm(value, se, digits=2):
-        return f"{value:.{digits}f}" if math.isnan(se) else f"{value:.{digits}f} ± {se:.{digits}f}"
-
-    lines = [
-        (f"| objective | K | test ELBO | test log p(x), IWAE-{eval_samples} | NLL = −log p(x) | "
-         f"Δ log p(x) vs {reference_label} (paired) | active units | k̂ > 0.7 | s / epoch |"),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['objective']} | {r['K']} | {pm(r['test_elbo'], r['test_elbo_se'])} | "
-            f"{pm(r['test_log_likelihood'], r['test_log_likelihood_se'])} | {-r['test_log_likelihood']:.2f} | "
-            f"{pm(r['delta_log_likelihood'], r['delta_log_likelihood_se'])} | "
-            f"{pm(r['active_units'], r['active_units_se'], 1)} | "
-            f"{pm(r['psis_khat_share_above_0.7'], r['psis_khat_share_above_0.7_se'])} | "
-            f"{r['seconds_per_epoch']:.1f} |")
-    return "\n".join(lines)
+def compare(flags) -> None:
+    runs, resume = list(dict.fromkeys(flags.extra["runs"])), flags.extra["resume"]
+    seeds = list(dict.fromkeys(flags.extra.get("seeds") or [flags.settings.get("seed", 0)]))
+    if "--num-particles" in flags.options["objective"]:
+        flags.error("--num-particles: each run's K comes from --runs OBJECTIVE:K")
+    flags.check_options_apply("objective", [name for name, _ in runs])
+    out = Path(flags.settings["out"])
+    with RunDirectory(out, markers=("results.json",), outputs=OUTPUTS).claim(
+            fresh=not resume, overwrite=flags.settings.get("overwrite", False)):
+        groups = []
+        for objective, k in runs:
+            group = Group(f"{objective} K={k}", [], {"objective": objective, "K": k})
+            groups.append(group)
+            for seed in seeds:
+                print(f"\n=== {objective} K={k}, seed {seed} ===")
+                config = flags.config(strict=False, objective=objective, objective_options={"num_particles": k},
+                                      seed=seed, out=str(out / f"{objective}_K{k}_seed{seed}"))
+                group.runs.append(run_or_reuse(config, resume))
+                summary = write_summary(out, [g for g in groups if g.runs], config.eval_samples, seeds)
+    print(f"\n{summary}\n\nNLL is the negative log-likelihood, as papers report it (lower is better); log p(x) and "
+          f"the bounds are log-densities (higher is better).\nwritten to {out}/")
 
 
 def main(argv=None) -> int:
-    parser = build_parser(__doc__)
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--runs", type=run_spec, nargs="+",
-                        default=[("elbo", 1), ("elbo", 50), ("iwae", 5), ("iwae", 50)],
-                        help="OBJECTIVE:K for each run (default: elbo:1 elbo:50 iwae:5 iwae:50)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: --seed)")
-    parser.set_defaults(out="results/compare_bounds")
-    args = parse_args(parser, argv)
-    out = Path(args.out)
-    resume_root = Path(args.resume) if args.resume else None
-    if resume_root is not None and not resume_root.is_dir():
-        parser.error(f"--resume {resume_root}: give the --out folder of an earlier compare_bounds run")
-    seeds = args.seeds or [args.seed]
-    results = []
-    try:
-        for objective, k in args.runs:
-            result = {"objective": objective, "K": k, "seeds": [], "evaluations": [], "histories": []}
-            for seed in seeds:
-                name = f"{objective}_K{k}_seed{seed}"
-                print(f"\n=== {name} ===")
-                run_args = copy.copy(args)
-                run_args.objective, run_args.objective__num_particles, run_args.seed = objective, k, seed
-                run_args.out = str(out / name)
-                checkpoint = resume_root / name / "checkpoint.pt" if resume_root else None
-                run_args.resume = str(checkpoint) if checkpoint is not None and checkpoint.is_file() else None
-                metrics = run(parser, run_args)
-                result["seeds"].append(metrics)
-                result["evaluations"].append(torch.load(out / name / "evaluation.pt", weights_only=True))
-                result["histories"].append(metrics["history"])
-            results.append(result)
-    except (DataNotFoundError, NonFiniteLossError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    rows = summarize(results, args.eval_samples)
-    reference = f"{rows[0]['objective']} K={rows[0]['K']}"
-    table = markdown_table(rows, args.eval_samples, reference)
-    first = results[0]["seeds"][0]
-    protocol = (f"{first['config']['run']['dataset']}, {first['num_test_images']} test images, "
-                f"{first['num_epochs']} epochs, seeds {seeds}, device {first['device']}")
-    (out / "results.md").write_text(f"{protocol}\n\n{table}\n")
-    (out / "results.json").write_text(json.dumps({"protocol": protocol, "rows": rows}, indent=2))
-    labels = [f"{r['objective']} K={r['K']}" for r in results]
-    plots.plot_bounds_vs_k({label: r["seeds"][0]["bounds"] for label, r in zip(labels, results)},
-                           out / "bounds_vs_k.png")
-    khats = {label: r["evaluations"][0]["khat"] for label, r in zip(labels, results)
-             if r["evaluations"][0]["khat"] is not None}
-    if khats:
-        plots.plot_khat(khats, out / "khat.png")
-    plots.plot_training_curves({label: r["histories"][0] for label, r in zip(labels, results)},
-                               out / "training_curves.png")
-    print(f"\n{protocol}\n\n{table}\n\nNLL is the negative log-likelihood, as papers report it (lower is better); "
-          f"log p(x) and the bounds are log-densities (higher is better).\nwritten to {out}/")
-    return 0
+    parser = build_parser(__doc__, exclude=("resume", "evaluate_only", "objective"),
+                          defaults={"out": "results/compare_bounds"})
+    comparison = parser.add_argument_group("comparison")
+    comparison.add_argument("--runs", type=run_spec, nargs="+", default=[("elbo", 1), ("elbo", 50), ("iwae", 5),
+                                                                        ("iwae", 50)],
+                            metavar="OBJECTIVE:K", help="the runs (default: elbo:1 elbo:50 iwae:5 iwae:50)")
+    comparison.add_argument("--seeds", type=int, nargs="+", help="seeds of every run (default: --seed)")
+    comparison.add_argument("--resume", action="store_true", default=False,
+                            help="continue the comparison in --out: reuse finished runs, continue unfinished ones")
+    flags = parse(parser, argv)
+    return report_errors(parser.prog, compare, flags)
 
 
 if __name__ == "__main__":

@@ -49,12 +49,18 @@ def elbo_terms(log_likelihood: torch.Tensor, log_prior: torch.Tensor, log_guide:
     return ELBOTerms(expected, kl, expected - kl)
 
 
+def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/K) Σ_k exp(v_k) over ``dim`` (K its size), computed stably as logsumexp − log K: the
+    average of K weights, in log space. Every bound here that averages importance weights uses it."""
+    return torch.logsumexp(values, dim=dim) - math.log(values.shape[dim])
+
+
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
     """L_K = log (1/K) Σ_k w_k = logsumexp_k(log w_k) − log K over dimension 0
     (Burda, Grosse & Salakhutdinov, arXiv:1509.00519, eq. 8). With K = 1 it is the one-sample ELBO;
     E[L_1] ≤ E[L_K] ≤ E[L_{K+1}] ≤ log p(x), and L_K → log p(x) as K → ∞. With K = 5000 it is the
     importance-sampled estimate of log p(x) used to report test log-likelihoods."""
-    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+    return log_mean_exp(log_w, dim=0)
 
 
 def iwae_bounds(log_w: torch.Tensor, ks) -> dict:
@@ -68,5 +74,5 @@ def iwae_bounds(log_w: torch.Tensor, ks) -> dict:
             raise ValueError(f"K={k} needs 1 <= K <= {num_samples} (the number of samples drawn)")
         groups = num_samples // k
         grouped = log_w[: groups * k].reshape(groups, k, *log_w.shape[1:])
-        bounds[k] = (torch.logsumexp(grouped, dim=1) - math.log(k)).mean(0)
+        bounds[k] = log_mean_exp(grouped, dim=1).mean(0)
     return bounds

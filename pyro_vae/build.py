@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import guides, likelihoods, nets, priors  # noqa: F401  (fill the registries)
+from .errors import ConfigError
 from .registry import GUIDES, LIKELIHOODS, NETS, PRIORS
 from .vae import VAE
 
@@ -46,28 +47,34 @@ def describe(config: dict[str, Any]) -> str:
 
 
 def build_vae(config: dict[str, Any]) -> VAE:
-    """Instantiate the pieces named in ``config`` and compose them into a :class:`VAE`."""
+    """Instantiate the pieces named in ``config`` and compose them into a :class:`VAE`.
+
+    :raises ConfigError: naming the kind whose options (``<kind>_options``) the piece refused, and
+        the whole combination.
+    """
     config = copy.deepcopy(config)
-    x_shape, z_dim = tuple(config["x_shape"]), int(config["z_dim"])
-    if z_dim <= 0:
-        raise ValueError(f"z_dim must be positive, got {z_dim}")
+    x_shape, z_dim = tuple(config["x_shape"]), config["z_dim"]
+    if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim <= 0:
+        raise ConfigError("z_dim", f"must be a positive integer, got {z_dim!r}")
     for kind, registry in PIECES.items():
         piece = config[kind]
         piece["options"] = registry[piece["name"]].resolve(piece.get("options"))
 
     def build(kind: str, **context: Any) -> Any:
-        return PIECES[kind].build(config[kind]["name"], config[kind]["options"], **context)
+        try:
+            return PIECES[kind].build(config[kind]["name"], config[kind]["options"], **context)
+        except ConfigError:
+            raise
+        except ValueError as error:
+            raise ConfigError(f"{kind}_options", f"cannot build {describe(config)}: {error}") from None
 
     # Each factory takes the context arguments its signature names. The prior comes last because
     # it may be built from the others: the VampPrior's components are q(z|u_k) = guide(encoder(u_k)).
-    try:
-        context = {"x_shape": x_shape, "z_dim": z_dim}
-        guide = build("guide", **context)
-        likelihood = build("likelihood", **context)
-        encoder, decoder = build("net", encoder_out_dim=guide.encoder_out_dim(z_dim), **context)
-        prior = build("prior", encoder=encoder, guide=guide, **context)
-    except ValueError as error:
-        raise ValueError(f"cannot build {describe(config)}: {error}") from None
-    vae = VAE(prior=prior, guide=guide, likelihood=likelihood, encoder=encoder, decoder=decoder)
+    context = {"x_shape": x_shape, "z_dim": z_dim}
+    guide = build("guide", **context)
+    likelihood = build("likelihood", **context)
+    encoder, decoder = build("net", encoder_out_dim=guide.encoder_out_dim(z_dim), **context)
+    prior = build("prior", encoder=encoder, guide=guide, **context)
+    vae = VAE(prior=prior, guide=guide, likelihood=likelihood, encoder=encoder, decoder=decoder, x_shape=x_shape)
     vae.config = config
     return vae

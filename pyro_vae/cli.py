@@ -1,178 +1,348 @@
-"""Command-line flags, generated from the registries.
+"""The command line: flags -> :class:`~pyro_vae.config.RunConfig` -> :func:`~pyro_vae.experiment.run`.
 
-Every registry contributes a selector (``--prior``, ``--guide``, ``--likelihood``, ``--net``,
-``--objective``) whose choices are its registered names, and one flag per declared option of each
-entry (``--gaussian-scale``, ``--hidden-dims``, ``--num-particles``, ...). Options are parsed with
-default ``None`` and resolved by the registry, so each default is written once, with its piece.
-Bad input ends in ``parser.error``: a one-line message and exit status 2.
+This is the only module that knows argparse. Every flag comes from a description written once
+elsewhere: the run settings from the fields of :class:`~pyro_vae.config.RunConfig` (help, section,
+bounds, choices), the pieces from the registries (``--prior``, ``--guide``, ``--likelihood``,
+``--net``, ``--objective`` and one flag per declared option of each entry, such as
+``--gaussian-scale`` or ``--num-particles``).
+
+Flags default to *unset* (``argparse.SUPPRESS``), so a flag the user did not give is known not to
+be given: the configuration's defaults apply (each shown once in ``--help``), a ``--protocol``
+preset fills what was not given, and ``--resume`` starts from the checkpoint's settings, to which
+only the given flags are compared.
+
+Every failure a user can cause, from bad flags to a corrupt checkpoint, ends in one line
+``<program>: error: <what and how to fix it>`` on stderr and exit status 2 (no usage block);
+an interrupted run exits with status 130 and says how to continue it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-from typing import Any
+import dataclasses
+import math
+import sys
+import textwrap
+import warnings
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
-from .build import PIECES
-from .data import BINARIZATIONS, DATASETS
-from .objectives import OBJECTIVES
-from .train import LR_SCHEDULES
+from .config import PIECE_KINDS, RunConfig, choices_of
+from .errors import ConfigError, PyroVAEError, ResumeConflictError
+from .registry import REGISTRIES, Option
 
-#: Presets of settings from papers (argparse destinations -> values).
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    # Burda, Grosse & Salakhutdinov (arXiv:1509.00519), Sec. 5, one stochastic layer on MNIST.
-    "burda2015": {"net__hidden_dims": [200, 200], "net__mlp_activation": "tanh", "z_dim": 50,
-                  "batch_size": 20, "binarize": "dynamic", "lr": 1e-3, "adam_eps": 1e-4,
-                  "lr_schedule": "burda2015", "num_epochs": 3280, "eval_samples": 5000, "val_size": 400},
-}
-
-#: kind -> (registry, default entry); the objective is not part of the model's configuration.
-SELECTORS = {**{kind: registry for kind, registry in PIECES.items()}, "objective": OBJECTIVES}
-DEFAULTS = {"prior": "standard_normal", "guide": "diagonal_normal", "likelihood": "bernoulli",
-            "net": "mlp", "objective": "elbo"}
+#: Flags of a field other than ``--field-name`` (aliases are added below).
+_FLAGS = {"progress": "--no-progress"}
+_SKIP = {f"{kind}_options" for kind in PIECE_KINDS}
 
 
-def _bounded(cast: type, lower: float, strict: bool):
-    """An argparse type: ``cast(text)``, which must be ``> lower`` (strict) or ``>= lower``."""
-    what = "an integer" if cast is int else "a number"
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written (its example commands stay on their own lines); help texts
+    wrapped, keeping their own line breaks."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=32, width=100)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        lines = []
+        for paragraph in text.splitlines():
+            indent = " " * (len(paragraph) - len(paragraph.lstrip()) + 2)
+            lines += textwrap.wrap(paragraph, width, subsequent_indent=indent if paragraph[:1] == " " else "",
+                                   break_on_hyphens=False) or [""]
+        return lines
+
+
+def _bounded(kind: type, minimum: float | None, strict: bool, allow_inf: bool = False):
+    """An argparse type: ``kind(text)``, at least ``minimum`` (above it when ``strict``)."""
+    what = "an integer" if kind is int else "a number"
 
     def parse(text: str):
         try:
-            value = cast(text)
+            value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if value < lower or (strict and value == lower):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {lower}, got {value}")
+        if kind is float and math.isnan(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        if kind is float and value in (float("inf"), float("-inf")) and not allow_inf:
+            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+        if minimum is not None and (value < minimum or (strict and value == minimum)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
         return value
 
+    parse.__name__ = what  # argparse names the type in its own messages
     return parse
 
 
-_positive_int = _bounded(int, 1, strict=False)
-_non_negative_int = _bounded(int, 0, strict=False)
-_positive_float = _bounded(float, 0.0, strict=True)
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
-def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
-    seen: dict[str, str] = {}
-    for kind, registry in SELECTORS.items():
-        group = parser.add_argument_group(f"{kind} (choose with --{kind}; options apply to that choice)")
-        group.add_argument(f"--{kind}", choices=registry.names(), default=DEFAULTS[kind],
-                           help=f"default: {DEFAULTS[kind]}. "
-                           + "; ".join(f"{e.name}: {e.summary}" for e in registry))
-        for entry in registry:
-            for option in entry.options.values():
-                flag = option.cli_flag(entry.name)
-                if flag in seen:  # a shared flag (e.g. --num-particles), declared by several entries
-                    continue
-                seen[flag] = entry.name
-                kwargs: dict[str, Any] = {"default": None, "dest": _dest(kind, flag)}
-                default = list(option.default) if isinstance(option.default, tuple) else option.default
-                if option.type is bool:
-                    kwargs["action"] = argparse.BooleanOptionalAction
-                else:
-                    kwargs["type"] = option.type
-                    kwargs["nargs"] = option.nargs
-                    kwargs["choices"] = option.choices
-                owner = "" if option.flag else f"[{entry.name}] "
-                group.add_argument(flag, help=f"{owner}{option.help} (default: {default})", **kwargs)
+def _default_text(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(str, value))
+    return str(value)
 
 
-def _dest(kind: str, flag: str) -> str:
-    return f"{kind}__" + flag.lstrip("-").replace("-", "_")
+def _option_dest(kind: str, flag: str) -> str:
+    return f"{kind}:{flag}"
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
-    """The flags of ``examples/mnist_svi.py`` (and of the other examples that mirror it)."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    run = parser.add_argument_group("run")
-    run.add_argument("--cuda", action="store_true", help="train and evaluate on the GPU")
-    run.add_argument("--num-epochs", type=_non_negative_int, default=20, help="training epochs")
-    run.add_argument("--batch-size", type=_positive_int, default=128, help="images per gradient step")
-    run.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (initial)")
-    run.add_argument("--lr-schedule", choices=sorted(LR_SCHEDULES), default="constant",
-                     help="burda2015: 3^i epochs at lr·10^(-i/7), i = 0..7")
-    run.add_argument("--adam-eps", type=_positive_float, default=1e-8, help="Adam's ε")
-    run.add_argument("--seed", type=int, default=0, help="seed of every random number generator")
-    run.add_argument("--out", default="results/mnist_svi", help="directory for metrics, plots, checkpoints")
-    run.add_argument("--resume", metavar="PATH", default=None,
-                     help="continue from a checkpoint (a file, or an --out directory holding checkpoint.pt)")
-    run.add_argument("--evaluate-only", action="store_true",
-                     help="with --resume: evaluate the saved model, no training")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--pyro-validation", action="store_true",
-                     help="Pyro's checks of distribution arguments and supports on every step (slower: "
-                     "about 8%% per elbo step and 70%% per mean_field step measured here; the tests run with it)")
-    run.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
-                     help="a preset of settings from a paper; flags given explicitly override it. burda2015: "
-                     + ", ".join(f"{k}={v}" for k, v in PROTOCOLS["burda2015"].items()))
-    model = parser.add_argument_group("model")
-    model.add_argument("--z-dim", type=_positive_int, default=50, help="latent dimension")
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
-    data.add_argument("--data-dir", default=None,
-                      help="directory in torchvision's layout <dir>/MNIST/raw/*.gz (default: $PYRO_VAE_DATA, "
-                      "else download into the cache $PYRO_VAE_CACHE, default ~/.cache/pyro_vae)")
-    data.add_argument("--binarize", choices=BINARIZATIONS, default="dynamic",
-                      help="dynamic: fresh Bernoulli draw of the training images each epoch; static: one "
-                      "seeded draw; none: grey levels (continuous likelihoods only)")
-    data.add_argument("--train-size", type=_positive_int, default=None,
-                      help="use only the first N training images (default: all but the validation split)")
-    data.add_argument("--val-size", type=_non_negative_int, default=1000,
-                      help="training images held out for validation and model selection")
-    data.add_argument("--test-size", type=_positive_int, default=None, help="use only the first N test images")
-    evaluation = parser.add_argument_group("evaluation")
-    evaluation.add_argument("--eval-samples", type=_positive_int, default=1000,
-                            help="K, importance samples per test image for log p(x) (the literature: 5000)")
-    evaluation.add_argument("--eval-batch-size", type=_positive_int, default=100, help="test images per batch")
-    evaluation.add_argument("--eval-ks", type=_positive_int, nargs="+", default=[1, 5, 50, 500, 5000],
-                            help="report E[L_K] for these K (those <= --eval-samples, from the same samples)")
-    _add_registry_arguments(parser)
+def build_parser(description: str, *, exclude: Sequence[str] = (), defaults: dict[str, Any] | None = None,
+                 prog: str | None = None) -> ArgumentParser:
+    """The flags of every run setting and piece, in sections. ``exclude`` leaves settings out (a
+    comparison script has its own ``--resume``); ``defaults`` changes the defaults shown (and used)."""
+    defaults = dict(defaults or {})
+    parser = ArgumentParser(description=description, prog=prog, formatter_class=HelpFormatter,
+                            argument_default=argparse.SUPPRESS)
+    parser.set_defaults(_defaults=defaults)
+    groups = {section: parser.add_argument_group(section) for section in ("data", "model", "objective", "training",
+                                                                           "evaluation", "run")}
+    for field in dataclasses.fields(RunConfig):
+        if field.name in _SKIP or (field.name in exclude and field.name not in PIECE_KINDS):
+            continue
+        meta = field.metadata
+        default = defaults.get(field.name, field.default)
+        shown = default is not None and not isinstance(default, bool)
+        help_text = meta["help"] + (f" (default: {_default_text(default)})" if shown else "")
+        group = groups[meta["section"]]
+        if field.name in PIECE_KINDS:  # excluded: the script chooses the piece, its options stay flags
+            _add_selector(group, field.name, default, meta["help"], selector=field.name not in exclude)
+            continue
+        type_name = str(field.type).replace(" | None", "")
+        if type_name == "bool":
+            if field.name == "progress":
+                group.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+            else:
+                group.add_argument(_flag(field.name), dest=field.name, action="store_true", help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"dest": field.name, "help": help_text, "metavar": meta["metavar"]}
+        if meta["choices"] is not None:
+            kwargs.update(choices=choices_of(meta["choices"]), metavar=None)
+        elif type_name in ("int", "float", "tuple"):
+            kind = float if type_name == "float" else int
+            kwargs["type"] = _bounded(kind, meta["minimum"], meta["strict"], meta["allow_inf"])
+        if type_name == "tuple":
+            kwargs["nargs"] = "+"
+        if field.name == "protocol":
+            kwargs["help"] = "start from a paper's settings; flags given explicitly override them.\n" + "\n".join(
+                f"  {name}: {_as_flags(preset)}" for name, preset in _protocols().items())
+        group.add_argument(_flag(field.name), **kwargs)
+        if field.name == "device":
+            group.add_argument("--cuda", dest="device", action="store_const", const="cuda",
+                               help="train and evaluate on the GPU (the same as --device cuda)")
     return parser
 
 
-def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse, with a ``--protocol`` preset applied first as defaults (explicit flags win)."""
-    known, _ = parser.parse_known_args(argv)
-    if known.protocol is not None:
-        parser.set_defaults(**PROTOCOLS[known.protocol])
-    return parser.parse_args(argv)
+def _as_flags(settings: dict[str, Any]) -> str:
+    """Settings written as the flags that give them (``--hidden-dims 200 200 --z-dim 50 ...``)."""
+    words = []
+    for name, value in settings.items():
+        if name.endswith("_options"):
+            kind = name[: -len("_options")]
+            entry = settings.get(kind, RunConfig.__dataclass_fields__[kind].default)
+            words += [f"{REGISTRIES[kind][entry].options[option].cli_flag(entry)} {_default_text(v)}"
+                      for option, v in value.items()]
+        else:
+            words.append(f"{_flag(name)} {_default_text(value)}")
+    return " ".join(words)
 
 
-def piece_options(parser: argparse.ArgumentParser, args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    """Options given on the command line for the chosen entry of ``kind`` (the rest take the
-    registry's defaults). An option flag of an entry that was *not* chosen is an error."""
-    registry = SELECTORS[kind]
-    chosen = getattr(args, kind)
-    options: dict[str, Any] = {}
+def _protocols() -> dict[str, dict[str, Any]]:
+    from .config import PROTOCOLS
+
+    return PROTOCOLS
+
+
+def _add_selector(group, kind: str, default: str, what: str, selector: bool = True) -> None:
+    registry = REGISTRIES[kind]
+    if selector:
+        lines = [f"{what} (default: {default}):"] + [f"  {entry.name}: {entry.summary}" for entry in registry]
+        group.add_argument(f"--{kind}", dest=kind, choices=registry.names(), help="\n".join(lines))
+    seen: dict[str, list[str]] = {}
     for entry in registry:
         for option in entry.options.values():
-            value = getattr(args, _dest(kind, option.cli_flag(entry.name)))
-            if value is None:
+            seen.setdefault(option.cli_flag(entry.name), []).append(entry.name)
+    added = set()
+    for entry in registry:
+        for option in entry.options.values():
+            flag = option.cli_flag(entry.name)
+            if flag in added:
                 continue
-            if entry.name == chosen:
-                options[option.name] = value
-            elif option.name not in registry[chosen].options or option.flag is None:
-                parser.error(f"{option.cli_flag(entry.name)} is an option of {kind} {entry.name!r}, "
-                             f"but --{kind} is {chosen!r}")
+            added.add(flag)
+            group.add_argument(flag, dest=_option_dest(kind, flag), **_option_kwargs(option, seen[flag]))
+
+
+def _option_kwargs(option: Option, owners: list[str]) -> dict[str, Any]:
+    owner = ", ".join(owners)
+    default = " ".join(map(str, option.default)) if isinstance(option.default, tuple) else option.default
+    kwargs: dict[str, Any] = {"help": f"[{owner}] {option.help} (default: {default})"}
+    if option.type is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+        kwargs["help"] = f"[{owner}] {option.help} (default: {'on' if option.default else 'off'})"
+        return kwargs
+    if option.choices is not None:
+        kwargs["choices"] = list(option.choices)
+    elif option.type in (int, float):
+        kwargs["type"] = _bounded(option.type, option.minimum, option.strict)
+        kwargs["metavar"] = "N" if option.type is int else "X"
+    else:
+        kwargs["metavar"] = option.name.upper()
+    if option.nargs:
+        kwargs["nargs"] = option.nargs
+    return kwargs
+
+
+@dataclasses.dataclass
+class Flags:
+    """What the user gave on the command line: run settings, piece options by flag, and any
+    extra arguments a script added (``extra``)."""
+
+    parser: ArgumentParser
+    settings: dict[str, Any]
+    options: dict[str, dict[str, Any]]  # kind -> {flag: value}
+    extra: dict[str, Any]
+
+    def error(self, message: str) -> NoReturn:
+        self.parser.error(message)
+
+    def pieces_options(self, kind: str, entry_name: str) -> dict[str, Any]:
+        """The options given by flag for the entry ``entry_name`` of ``kind``."""
+        entry = REGISTRIES[kind][entry_name]
+        return {option.name: self.options[kind][option.cli_flag(entry.name)] for option in entry.options.values()
+                if option.cli_flag(entry.name) in self.options[kind]}
+
+    def check_options_apply(self, kind: str, chosen: Sequence[str]) -> None:
+        """An option flag given for an entry that no run uses is an error."""
+        registry = REGISTRIES[kind]
+        usable = {option.cli_flag(name) for name in chosen for option in registry[name].options.values()}
+        for flag in self.options[kind]:
+            if flag not in usable:
+                owners = [e.name for e in registry for o in e.options.values() if o.cli_flag(e.name) == flag]
+                self.error(f"{flag} is an option of {kind} {' / '.join(repr(o) for o in owners)}, but --{kind} is "
+                           f"{' / '.join(repr(c) for c in chosen)}")
+
+    def config(self, *, strict: bool = True, **choices: Any) -> RunConfig:
+        """The run configuration these flags describe, with ``choices`` on top (a script that runs
+        several variants passes e.g. ``objective="iwae", objective_options={"num_particles": 5}``;
+        piece options given by flag apply to each variant that takes them). With ``strict``, a
+        piece option flag that the chosen piece does not take is an error.
+
+        Errors exit with status 2 and one line naming the flag."""
+        try:
+            return self._config(dict(choices), strict)
+        except PyroVAEError as error:  # e.g. the checkpoint of --resume cannot be read
+            self.parser.exit(2, f"{self.parser.prog}: error: {describe_error(error)}\n")
+
+    def _config(self, choices: dict[str, Any], strict: bool) -> RunConfig:
+        from .config import PROTOCOLS
+
+        settings = {**self.settings, **choices}
+        resume = settings.get("resume")
+        base = RunConfig.resume_from(resume, evaluate_only=settings.get("evaluate_only", False)) if resume else None
+        preset = PROTOCOLS.get(settings.get("protocol"), {}) if base is None else {}
+        for kind in PIECE_KINDS:
+            chosen = (settings.get(kind) or (getattr(base, kind) if base else None) or preset.get(kind)
+                      or RunConfig.__dataclass_fields__[kind].default)
+            if strict:
+                self.check_options_apply(kind, [chosen])
+            given = {**self.pieces_options(kind, chosen), **choices.get(f"{kind}_options", {})}
+            if base is not None and chosen == getattr(base, kind):
+                given = {**getattr(base, f"{kind}_options"), **given}
+            settings[f"{kind}_options"] = given
+        if base is not None:
+            return base.replace(**settings)
+        protocol = settings.pop("protocol", None)
+        if protocol is not None:
+            return RunConfig.from_protocol(protocol, **settings)
+        return RunConfig(**settings)
+
+
+def describe_error(error: PyroVAEError) -> str:
+    """The one-line message of an error, with the flags that set the settings it names."""
+    if isinstance(error, ResumeConflictError) and error.conflicts:
+        asked = ", ".join(f"{flag_of(field, option)} {_default_text(value)} (the checkpoint has {_default_text(had)})"
+                          for field, option, value, had in error.conflicts)
+        return (f"{asked}: a resumed run keeps the model, data and training settings of its checkpoint; drop "
+                f"{'this flag' if len(error.conflicts) == 1 else 'these flags'} to continue it, or start a new run "
+                "in another --out")
+    if isinstance(error, ConfigError):
+        return f"{flag_of(error.field, error.option)}: {error.reason}"
+    return str(error)
+
+
+def flag_of(field: str, option: str | None = None) -> str:
+    """The flag that sets a run setting (``z_dim`` -> ``--z-dim``) or a piece option
+    (``prior_options``, ``depth`` -> ``--flow-depth``, the flags of every entry with that option)."""
+    if field.endswith("_options") and field[: -len("_options")] in PIECE_KINDS:
+        kind = field[: -len("_options")]
+        if option is None:
+            return f"the options of --{kind}"
+        flags = sorted({o.cli_flag(e.name) for e in REGISTRIES[kind] for o in e.options.values() if o.name == option})
+        return " / ".join(flags) if flags else f"the option {option!r} of --{kind}"
+    if field in {f.name for f in dataclasses.fields(RunConfig)}:
+        return "--cuda / --device" if field == "device" else _flag(field)
+    return field
+
+
+def parse(parser: ArgumentParser, argv: Sequence[str] | None = None) -> Flags:
+    """Parse ``argv`` into :class:`Flags` (argparse errors exit with status 2)."""
+    namespace = vars(parser.parse_args(argv))
+    defaults = namespace.pop("_defaults", {})
+    names = {field.name for field in dataclasses.fields(RunConfig)}
+    settings = {**defaults, **{k: v for k, v in namespace.items() if k in names}}
+    options: dict[str, dict[str, Any]] = {kind: {} for kind in PIECE_KINDS}
+    extra = {}
+    for key, value in namespace.items():
+        if ":" in key:
+            kind, flag = key.split(":", 1)
+            options[kind][flag] = value
+        elif key not in names:
+            extra[key] = value
+    return Flags(parser, settings, options, extra)
+
+
+def config_from_argv(description: str, argv: Sequence[str] | None = None, prog: str | None = None) -> RunConfig:
+    """The configuration of ``examples/mnist_svi.py``'s flags."""
+    return parse(build_parser(description, prog=prog), argv).config()
+
+
+def report_errors(prog: str, function, *args, **kwargs) -> int:
+    """Call ``function``: 0 when it returns, 2 with one line on stderr for a
+    :class:`~pyro_vae.errors.PyroVAEError`, 130 when interrupted. Warnings print as one line too."""
+    previous = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line
     try:
-        return registry[chosen].resolve(options)
-    except ValueError as error:
-        parser.error(str(error))
+        function(*args, **kwargs)
+    except PyroVAEError as error:
+        print(f"{prog}: error: {describe_error(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted. Each finished epoch is saved: continue with --resume <the output folder>",
+              file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = previous
+    return 0
 
 
-def choose(args: argparse.Namespace, **choices: str) -> argparse.Namespace:
-    """A copy of ``args`` with other entries chosen (``choose(args, prior="vamp", guide="iaf")``),
-    keeping the option flags that apply to the new choices and dropping those of entries not chosen:
-    scripts that run several rows from one command line pass each row only its own options."""
-    args = copy.copy(args)
-    for kind, chosen in choices.items():
-        registry = SELECTORS[kind]
-        setattr(args, kind, registry[chosen].name)
-        for entry in registry:
-            for option in entry.options.values():
-                shared_with_chosen = option.flag is not None and option.name in registry[chosen].options
-                if entry.name != chosen and not shared_with_chosen:
-                    setattr(args, _dest(kind, option.cli_flag(entry.name)), None)
-    return args
+def main(argv: Sequence[str] | None = None, description: str = __doc__, prog: str | None = None) -> int:
+    """Command-line entry point of the main job; returns the exit status (2 for bad input)."""
+    from .experiment import run
+
+    parser_prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "pyro_vae")
+
+    def configure_and_run() -> None:
+        run(config_from_argv(description, argv, parser_prog))
+
+    return report_errors(parser_prog, configure_and_run)

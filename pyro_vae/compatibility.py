@@ -9,46 +9,56 @@ construction with a message naming it, instead of failing inside Pyro at the fir
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from .build import describe
+from .errors import PyroVAEError
 from .vae import VAE
 
 
-class IncompatibleCombinationError(ValueError):
+class IncompatibleCombinationError(PyroVAEError, ValueError):
     """This prior × guide × likelihood × net × objective cannot be trained together."""
 
 
-def check_combination(vae: VAE, objective: str, loss: Callable[[torch.Tensor], torch.Tensor],
-                      x: torch.Tensor) -> None:
-    """Evaluate ``loss`` and its gradient once on the images ``x`` (two are enough).
-
-    The random-number stream of the run is left as it was (a forked generator), the gradients are
-    cleared and the loss module's state (a KL warm-up position) restored afterwards, so a run with
-    the check trains exactly as one without it.
-
-    :raises IncompatibleCombinationError: naming the combination and the error it met, or a
-        non-finite loss at initialization.
-    """
-    combination = f"{describe(vae.config)}, objective={objective}" if vae.config else f"objective={objective}"
-    devices = [x.device] if x.device.type == "cuda" else []
+@contextlib.contextmanager
+def trial(vae: VAE, loss: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> Iterator[None]:
+    """Run trial steps of ``loss`` inside the block without touching the run: the random-number
+    stream is forked, and afterwards the gradients are cleared and the loss module's state (a KL
+    warm-up position) restored. A run with trials trains exactly as one without them."""
+    devices = [device] if device.type == "cuda" else []
     state = loss.state_dict() if isinstance(loss, torch.nn.Module) else None  # e.g. a KL warm-up position
     try:
         with torch.random.fork_rng(devices=devices):
-            value = loss(x)
-            value.backward()
-    except Exception as error:
-        raise IncompatibleCombinationError(
-            f"{combination} cannot be trained: one step of the objective fails with "
-            f"{type(error).__name__}: {error}") from error
+            yield
     finally:
         for parameter in vae.parameters():
             parameter.grad = None
         if state is not None:
             loss.load_state_dict(state)
+
+
+def check_combination(vae: VAE, objective: str, loss: Callable[[torch.Tensor], torch.Tensor],
+                      x: torch.Tensor) -> float:
+    """Evaluate ``loss`` and its gradient once on the images ``x`` (two are enough), as a
+    :func:`trial`, and return the loss per image.
+
+    :raises IncompatibleCombinationError: naming the combination and the error it met, or a
+        non-finite loss at initialization.
+    """
+    combination = f"{describe(vae.config)}, objective={objective}" if vae.config else f"objective={objective}"
+    try:
+        with trial(vae, loss, x.device):
+            value = loss(x)
+            value.backward()
+    except Exception as error:
+        raise IncompatibleCombinationError(
+            f"{combination} cannot be trained: one step of the objective fails with "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
     if not math.isfinite(value.item()):
         raise IncompatibleCombinationError(f"{combination} gives a non-finite loss ({value.item()}) at "
                                            "initialization")
+    return value.item() / x.shape[0]

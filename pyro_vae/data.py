@@ -10,6 +10,12 @@ without touching the network; files that are missing everywhere are downloaded, 
 by torchvision's own download path. Offline with no data, :class:`DataNotFoundError` says which
 directories were searched and how to fix it.
 
+Verification: every file is checked against the MD5 of the named data set's file, the ``.gz``
+archives (torchvision's checksums) *and* the extracted ``*-ubyte`` files (which torchvision uses
+unchecked), before and after extraction. A file that is another data set's (Fashion-MNIST images
+under ``MNIST/raw``) or corrupt ends in a :class:`~pyro_vae.errors.DataError` naming the file; a
+half-extracted file left in our cache by an interrupted run is removed and extracted again.
+
 Binarization (the Bernoulli likelihood is a density on {0, 1}^D only):
 
 * ``dynamic``: every training batch is a fresh draw x ~ Bernoulli(intensity), so each epoch sees
@@ -24,6 +30,7 @@ runs with different seeds are evaluated on the same binary images.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -32,15 +39,45 @@ from pathlib import Path
 
 import torch
 
-DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-BINARIZATIONS = ("dynamic", "static", "none")
-BINARIZE_SEED = 0
+from .errors import ConfigError, DataError, DataNotFoundError, OutputError
+from .outputs import describe_os_error
+
+__all__ = ["BINARIZATIONS", "DATASETS", "DataError", "DataNotFoundError", "ImageData", "Split", "load_data"]
+
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-class DataNotFoundError(RuntimeError):
-    """The data set is neither in the data directory nor downloadable."""
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A data set in torchvision's MNIST layout: its folder (and torchvision class) name, the shape
+    of one image, the sizes of its training and test sets, and for each raw file the MD5s accepted
+    for it (the ``.gz`` and the extracted file)."""
+
+    name: str
+    class_name: str
+    x_shape: tuple
+    num_train: int
+    num_test: int
+    checksums: dict
+
+
+DATASETS = {
+    "mnist": DatasetSpec("mnist", "MNIST", (1, 28, 28), 60_000, 10_000, {
+        "train-images-idx3-ubyte": {"f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"},
+        "train-labels-idx1-ubyte": {"d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"},
+        "t10k-images-idx3-ubyte": {"9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"},
+        "t10k-labels-idx1-ubyte": {"ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"},
+    }),
+    "fashion-mnist": DatasetSpec("fashion-mnist", "FashionMNIST", (1, 28, 28), 60_000, 10_000, {
+        "train-images-idx3-ubyte": {"8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"},
+        "train-labels-idx1-ubyte": {"25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"},
+        "t10k-images-idx3-ubyte": {"bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"},
+        "t10k-labels-idx1-ubyte": {"bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"},
+    }),
+}
+BINARIZATIONS = ("dynamic", "static", "none")
+BINARIZE_SEED = 0
 
 
 def default_data_dir() -> Path | None:
@@ -61,47 +98,127 @@ def _cache_for(data_dir: Path | None) -> Path:
     return cache_dir() / "data" / key
 
 
-def _link_raw_files(class_name: str, data_dir: Path, cache: Path) -> None:
-    """Symlink ``data_dir/<Class>/raw/*-ubyte[.gz]`` into ``cache/<Class>/raw/``."""
-    source, target = data_dir / class_name / "raw", cache / class_name / "raw"
-    target.mkdir(parents=True, exist_ok=True)
+_MD5_MEMO: dict = {}
+
+
+def file_md5(path: Path) -> str:
+    """MD5 of a file's bytes, remembered per (path, size, modification time) within the process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _MD5_MEMO:
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        _MD5_MEMO[key] = digest.hexdigest()
+    return _MD5_MEMO[key]
+
+
+def _identify(md5: str) -> tuple[str, str] | None:
+    """(data set, raw file name) whose checksum ``md5`` is, if any."""
+    for spec in DATASETS.values():
+        for name, accepted in spec.checksums.items():
+            if md5 in accepted:
+                return spec.name, name
+    return None
+
+
+def verify_file(path: Path, spec: DatasetSpec, name: str) -> str:
+    """Check that ``path`` is the file ``name`` of ``spec`` (its ``.gz`` or extracted form); return
+    its MD5, or raise :class:`~pyro_vae.errors.DataError` naming the file and what it is instead."""
+    try:
+        md5 = file_md5(path)
+    except OSError as error:
+        raise DataError(describe_os_error(error, path, "read the data file")) from None
+    if md5 in spec.checksums[name]:
+        return md5
+    known = _identify(md5)
+    if known is not None:
+        other = DATASETS[known[0]]
+        raise DataError(f"{path} is {other.name}'s {known[1]}, not {spec.name}'s {name}: it belongs in "
+                        f"<data dir>/{other.class_name}/raw/; put {spec.name}'s own file here (or choose "
+                        f"--dataset {other.name})")
+    raise DataError(f"{path} is not {spec.name}'s {name} (its MD5 {md5} matches no known file): it is corrupt, "
+                    f"truncated or from another data set; replace it with the original file")
+
+
+@contextlib.contextmanager
+def _cache_lock(folder: Path) -> Iterator[None]:
+    """Runs sharing a cache folder take turns preparing it (extraction is not atomic)."""
+    import fcntl
+
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _prepare_files(spec: DatasetSpec, data_dir: Path | None, cache: Path) -> None:
+    """Verify the files of ``data_dir`` and link them into the cache, and remove from the cache the
+    extracted files of ours that fail verification, so that torchvision extracts them again."""
+    source, target = (data_dir / spec.class_name / "raw") if data_dir else None, cache / spec.class_name / "raw"
     for name in RAW_FILES:
         for filename in (name, name + ".gz"):
-            src, dst = source / filename, target / filename
-            if src.is_file() and not dst.exists():
-                if dst.is_symlink():  # a dangling link left by an earlier data dir
-                    dst.unlink()
-                dst.symlink_to(src.resolve())
+            src, dst = (source / filename) if source else None, target / filename
+            if src is not None and src.is_file():
+                verify_file(src, spec, name)
+                if not (dst.is_symlink() and os.readlink(dst) == str(src.resolve())):
+                    dst.unlink(missing_ok=True)
+                    dst.symlink_to(src.resolve())
+            elif dst.is_symlink() and not dst.exists():  # a dangling link left by a removed file
+                dst.unlink()
+        extracted = target / name
+        if extracted.is_file() and not extracted.is_symlink():
+            try:
+                verify_file(extracted, spec, name)
+            except DataError:  # ours: an interrupted extraction, or a file extracted from a bad archive
+                extracted.unlink()
 
 
 def load_torchvision(dataset: str, data_dir: Path | None = None, train: bool = True):
-    """The torchvision dataset object (``.data`` uint8 images, ``.targets`` labels)."""
+    """The torchvision dataset object (``.data`` uint8 images, ``.targets`` labels), from verified files."""
     from ._torchvision import torchvision
 
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    class_name = DATASETS[dataset]
+        raise ConfigError("dataset", f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}")
+    spec = DATASETS[dataset]
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser()
         if not data_dir.is_dir():
             raise DataNotFoundError(
                 f"data directory {data_dir} does not exist. Pass --data-dir (or set PYRO_VAE_DATA) "
-                f"to a directory holding {class_name}/raw/*-ubyte.gz (torchvision's layout)."
-            )
+                f"to a directory holding {spec.class_name}/raw/*-ubyte.gz (torchvision's layout).")
     cache = _cache_for(data_dir)
-    searched = [str(cache / class_name / "raw")]
-    if data_dir is not None:
-        searched.insert(0, str(data_dir / class_name / "raw"))
-        _link_raw_files(class_name, data_dir, cache)
+    raw = cache / spec.class_name / "raw"
     try:
-        return getattr(torchvision.datasets, class_name)(root=str(cache), train=train, download=True)
-    except Exception as error:  # noqa: BLE001  (network errors, "Dataset not found", bad checksums)
-        raise DataNotFoundError(
-            f"{dataset} is not available: no usable files in {' or '.join(searched)}, and the "
-            f"download failed ({type(error).__name__}: {error}). Either connect to the internet "
-            f"(torchvision downloads and verifies the files), or pass --data-dir / set PYRO_VAE_DATA "
-            f"to a directory holding {class_name}/raw/{{{','.join(RAW_FILES)}}}.gz."
-        ) from None
+        raw.mkdir(parents=True, exist_ok=True)
+        with _cache_lock(raw):
+            _prepare_files(spec, data_dir, cache)
+            try:
+                data = getattr(torchvision.datasets, spec.class_name)(root=str(cache), train=train, download=True)
+            except OSError:
+                raise
+            except Exception as error:  # noqa: BLE001  (network errors, "Dataset not found", bad checksums)
+                searched = ([str(data_dir / spec.class_name / "raw")] if data_dir else []) + [str(raw)]
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise DataNotFoundError(
+                    f"{dataset} is not available: no usable files in {' or '.join(searched)}, and the download "
+                    f"failed ({reason}). Either connect to the internet (torchvision downloads and verifies the "
+                    f"files), or pass --data-dir / set PYRO_VAE_DATA to a directory holding "
+                    f"{spec.class_name}/raw/{{{','.join(RAW_FILES)}}}.gz.") from None
+            for name in RAW_FILES:  # what torchvision read: extracted here, or linked from the data directory
+                if (raw / name).exists():
+                    verify_file(raw / name, spec, name)
+    except OSError as error:
+        raise OutputError(describe_os_error(error, error.filename or raw, "use the data cache") +
+                          " (the cache is $PYRO_VAE_CACHE, default ~/.cache/pyro_vae)") from None
+    return data
+
+
+def data_fingerprint(dataset: str, data_dir: Path | None = None) -> dict:
+    """{raw file name: MD5 of the extracted file} of the files a load of ``dataset`` reads."""
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    raw = _cache_for(data_dir) / DATASETS[dataset].class_name / "raw"
+    return {name: file_md5(raw / name) for name in RAW_FILES}
 
 
 def binarize(images: torch.Tensor, seed: int | None = None) -> torch.Tensor:
@@ -133,6 +250,7 @@ class ImageData:
     test: Split
     binarize: str
     name: str
+    files: dict = dataclasses.field(default_factory=dict)  # raw file name -> MD5 of the file read
 
     @property
     def x_shape(self) -> tuple:
@@ -154,18 +272,21 @@ class ImageData:
 def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization: str = "dynamic",
               train_size: int | None = None, val_size: int = 1000, test_size: int | None = None,
               device: torch.device | str = "cpu") -> ImageData:
-    """Load a data set into memory on ``device``.
+    """Load a data set into memory on ``device``, from files verified against its checksums.
 
     The validation split is the *last* ``val_size`` training images (held out, never trained on;
     used for model selection); the training split is the first ``train_size`` of the rest, the test
     split the first ``test_size`` test images (``None``: all). The test split is never used to
     choose anything.
+
+    :raises ConfigError: for a size or name that does not fit the data set (naming the argument).
+    :raises DataError: for a missing, corrupt or misplaced data file (naming the file).
     """
     if binarization not in BINARIZATIONS:
-        raise ValueError(f"unknown binarization {binarization!r}; choose one of {list(BINARIZATIONS)}")
+        raise ConfigError("binarize", f"unknown binarization {binarization!r}; choose one of {list(BINARIZATIONS)}")
     for name, size in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
-        if size is not None and size < 0:
-            raise ValueError(f"{name} must be >= 0, got {size}")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ConfigError(name, f"must be an integer >= 0, got {size!r}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     train_set = load_torchvision(dataset, data_dir, train=True)
     test_set = load_torchvision(dataset, data_dir, train=False)
@@ -174,17 +295,22 @@ def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization
         return Split(images.unsqueeze(1).to(device=device, dtype=torch.float32) / 255.0,
                      labels.to(device=device))
 
-    n_train_all = train_set.data.shape[0]
+    n_train_all, n_test_all = train_set.data.shape[0], test_set.data.shape[0]
     if val_size >= n_train_all:
-        raise ValueError(f"val_size={val_size} leaves no training images (the set has {n_train_all})")
+        raise ConfigError("val_size", f"{val_size} leaves no training images (the set has {n_train_all})")
     n_fit = n_train_all - val_size
-    n_train = n_fit if train_size is None else min(train_size, n_fit)
+    if train_size == 0:
+        raise ConfigError("train_size", "0 leaves nothing to train on")
+    if train_size is not None and train_size > n_fit:
+        raise ConfigError("train_size", f"{train_size} asks for more than the {n_fit} training images left after "
+                          f"the {val_size} held out for validation; use at most {n_fit}, or leave it unset for all")
+    if test_size is not None and not 1 <= test_size <= n_test_all:
+        raise ConfigError("test_size", f"must be between 1 and the {n_test_all} test images, got {test_size}")
+    n_train = n_fit if train_size is None else train_size
     train = to_split(train_set.data[:n_train], train_set.targets[:n_train])
     val = to_split(train_set.data[n_fit:], train_set.targets[n_fit:])
-    n_test = test_set.data.shape[0] if test_size is None else min(test_size, test_set.data.shape[0])
+    n_test = n_test_all if test_size is None else test_size
     test = to_split(test_set.data[:n_test], test_set.targets[:n_test])
-    if n_train == 0:
-        raise ValueError("train_size=0: there is nothing to train on")
 
     if binarization != "none":
         # Fixed draws for the evaluation splits (and for the training split when static).
@@ -192,4 +318,4 @@ def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization
         test.images = binarize(test.images, seed=BINARIZE_SEED + 2)
         if binarization == "static":
             train.images = binarize(train.images, seed=BINARIZE_SEED)
-    return ImageData(train, val, test, binarization, dataset)
+    return ImageData(train, val, test, binarization, dataset, data_fingerprint(dataset, data_dir))

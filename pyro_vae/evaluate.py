@@ -1,35 +1,40 @@
 """Evaluation: test ELBO and the importance-sampled test log-likelihood, in nats per image.
 
 For each image x we draw z_1..z_K ~ q(z|x) by running the Pyro guide under a particle plate,
-replay the Pyro model on them, and read the log-weights
+replay the Pyro model on them (:func:`sample_traces`), and read the log-weights
 
     log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x)
 
-from the two traces (so the model and guide stay the single source of the math). From the one
+from the two traces with :func:`~pyro_vae.objectives.traces.trace_log_weights`, the function the
+training objectives use too: the model and guide stay the single source of the math. From the one
 set of K log-weights per image:
 
-* ELBO(x) ≈ (1/K) Σ_k log w_k (:func:`pyro_vae.bounds.elbo_terms`);
-* log p(x) ≈ L_K = logsumexp_k(log w_k) − log K (:func:`pyro_vae.bounds.iwae_bound`), the
+* ELBO(x) ≈ (1/K) Σ_k log w_k, the Monte Carlo form of :func:`pyro_vae.bounds.elbo_terms`;
+* log p(x) ≈ L_K = log (1/K) Σ_k w_k (:func:`pyro_vae.bounds.iwae_bound`), the
   importance-sampled estimate of Burda et al. (arXiv:1509.00519, Sec. 5; K = 5000 there), a
   lower bound in expectation that tightens as K grows.
 
-Images are processed in batches and particles in chunks, so memory stays bounded for any K;
-everything runs on the model's device.
+Images are processed in batches and particles in chunks, so the networks' memory stays bounded for
+any K; the K log-weights of each batch of images (K × batch numbers) are kept for PSIS and the
+bounds. Everything runs on the model's device.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent
 
-from .bounds import elbo_terms, iwae_bound, iwae_bounds
+from .bounds import iwae_bound, iwae_bounds
+from .errors import InputError
+from .objectives.traces import trace_log_weights
+from .stats import mean_and_stderr
 from .vae import VAE
 
 #: Default bound on (particles × images) evaluated at once, by device type. On the CPU, chunks of
@@ -40,47 +45,39 @@ MAX_ROWS = {"cpu": 5_000}
 DEFAULT_MAX_ROWS = 25_000
 
 
-@dataclasses.dataclass
-class LogWeightTerms:
-    """Per-sample, per-image terms, each of shape ``(K, batch)``."""
-
-    log_likelihood: torch.Tensor  # log p(x|z_k)
-    log_prior: torch.Tensor       # log p(z_k)
-    log_guide: torch.Tensor       # log q(z_k|x)
-
-    @property
-    def log_w(self) -> torch.Tensor:
-        return self.log_likelihood + self.log_prior - self.log_guide
+#: PSIS k̂ is computed only from this many log-weights per image or more: its Pareto fit uses the
+#: largest min(K/5, 3√K) weights, too few to judge below about 100 samples.
+MIN_PSIS_SAMPLES = 100
 
 
 @torch.no_grad()
-def log_weight_terms(vae: VAE, x: torch.Tensor, num_samples: int) -> LogWeightTerms:
-    """Draw ``num_samples`` z per image from the guide and score them under the model.
-
-    A ``pyro.plate("particles", K, dim=-2)`` around both programs vectorizes the K draws: the
-    ``"z"`` site gets batch shape ``(K, batch)``.
-    """
+def sample_traces(vae: VAE, x: torch.Tensor, num_samples: int):
+    """Draw ``num_samples`` z per image from the guide and replay the model on them: the pair of
+    traces (model, guide), log-densities computed. A ``pyro.plate("particles", K, dim=-2)`` around
+    both programs vectorizes the K draws, so every site has batch shape ``(K, batch)``. The plates'
+    own sites are pruned, as Pyro's ELBOs prune them."""
     with pyro.plate("particles", num_samples, dim=-2):
         guide_trace = poutine.trace(vae.guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
-    z = guide_trace.nodes["z"]["value"]
-    return LogWeightTerms(
-        log_likelihood=model_trace.nodes["x"]["fn"].log_prob(x),
-        log_prior=model_trace.nodes["z"]["fn"].log_prob(z),
-        log_guide=guide_trace.nodes["z"]["fn"].log_prob(z),
-    )
+    model_trace, guide_trace = prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    return model_trace, guide_trace
 
 
 @torch.no_grad()
 def log_weights(vae: VAE, x: torch.Tensor, num_samples: int, chunk_size: int | None = None) -> torch.Tensor:
-    """All ``(K, batch)`` log-weights for a batch, computed ``chunk_size`` particles at a time."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    """All ``(K, batch)`` log-weights log w_k = log p(x, z_k) − log q(z_k|x) for a batch
+    (:func:`~pyro_vae.objectives.traces.trace_log_weights` of :func:`sample_traces`), computed
+    ``chunk_size`` particles at a time."""
+    _check_positive(num_samples, "num_samples")
+    if chunk_size is not None:
+        _check_positive(chunk_size, "chunk_size")
     max_rows = MAX_ROWS.get(x.device.type, DEFAULT_MAX_ROWS)
     chunk_size = chunk_size or max(1, max_rows // max(1, x.shape[0]))
     chunks = []
     for start in range(0, num_samples, chunk_size):
-        chunks.append(log_weight_terms(vae, x, min(chunk_size, num_samples - start)).log_w)
+        chunks.append(trace_log_weights(*sample_traces(vae, x, min(chunk_size, num_samples - start))))
     return torch.cat(chunks, dim=0)
 
 
@@ -95,23 +92,23 @@ class Evaluation:
     bounds: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # {K': (N,) E[L_K']}
 
     def summary(self) -> dict:
-        n = self.elbo.shape[0]
-        extra = {} if self.khat is None else {"khat_share_above_0.7": (self.khat > 0.7).double().mean().item()}
-        extra["bounds"] = {k: v.mean().item() for k, v in self.bounds.items()}
-        extra["bounds_stderr"] = {k: _stderr(v) for k, v in self.bounds.items()}
-        return {**extra,
-            "elbo": self.elbo.mean().item(),
-            "elbo_stderr": _stderr(self.elbo),
-            "log_likelihood": self.log_likelihood.mean().item(),
-            "log_likelihood_stderr": _stderr(self.log_likelihood),
-            "num_samples": self.num_samples,
-            "num_images": n,
+        """Means over images with their standard errors (:func:`pyro_vae.stats.mean_and_stderr`);
+        ``khat_share_above_0.7`` is ``None`` when k̂ was not computed."""
+        elbo, elbo_stderr = mean_and_stderr(self.elbo)
+        log_likelihood, log_likelihood_stderr = mean_and_stderr(self.log_likelihood)
+        bounds = {k: mean_and_stderr(v) for k, v in self.bounds.items()}
+        return {
+            "elbo": elbo, "elbo_stderr": elbo_stderr,
+            "log_likelihood": log_likelihood, "log_likelihood_stderr": log_likelihood_stderr,
+            "num_samples": self.num_samples, "num_images": self.elbo.shape[0],
+            "khat_share_above_0.7": None if self.khat is None else (self.khat > 0.7).double().mean().item(),
+            "bounds": {k: mean for k, (mean, _) in bounds.items()},
+            "bounds_stderr": {k: stderr for k, (_, stderr) in bounds.items()},
         }
 
-
-def _stderr(values: torch.Tensor) -> float:
-    n = values.shape[0]
-    return (values.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else float("nan")
+    def non_finite(self) -> torch.Tensor:
+        """Indices of the images whose ELBO or log-likelihood estimate is NaN or infinite."""
+        return (~(torch.isfinite(self.elbo) & torch.isfinite(self.log_likelihood))).nonzero().flatten()
 
 
 @torch.no_grad()
@@ -119,15 +116,28 @@ def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int
              chunk_size: int | None = None, psis: bool = False, ks: Sequence[int] = (),
              progress: bool = False) -> Evaluation:
     """ELBO and L_K (K = ``num_samples``) for every image of ``data`` (already on the device);
-    with ``psis`` the PSIS k̂ of each image's log-weights (:func:`psis_khat`); with ``ks`` the
-    bounds E[L_K'] for each K' in ``ks``, all from the same K log-weights
+    with ``psis`` the PSIS k̂ of each image's log-weights (:func:`psis_khat`, K ≥ 100); with ``ks``
+    the bounds E[L_K'] for each K' in ``ks``, all from the same K log-weights
     (:func:`pyro_vae.bounds.iwae_bounds`).
 
     With ``num_samples = 1`` the log-likelihood column equals the ELBO column: use K ≥ 1000 for a
     log-likelihood worth reporting (the literature uses 5000).
+
+    :raises InputError: for images the model is not a density over (:meth:`VAE.check_images`), or
+        a count that is not a positive integer.
     """
-    if data.shape[0] == 0:
-        raise ValueError("cannot evaluate on an empty data set")
+    if not isinstance(vae, VAE):
+        raise InputError(f"evaluate needs a pyro_vae.VAE (e.g. pyro_vae.load(path)), got {type(vae).__name__}")
+    vae.check_images(data, "data")
+    _check_positive(num_samples, "num_samples")
+    _check_positive(batch_size, "batch_size")
+    ks = list(ks)
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_samples:
+            raise InputError(f"ks: each K must be an integer in 1..num_samples = {num_samples}, got {k!r}")
+    if psis and num_samples < MIN_PSIS_SAMPLES:
+        raise InputError(f"psis=True needs num_samples >= {MIN_PSIS_SAMPLES} (k̂ is fitted to the largest "
+                         f"weights), got {num_samples}")
     was_training = vae.training
     vae.eval()
     elbos, log_likelihoods, khats, bounds = [], [], [], []
@@ -151,12 +161,9 @@ def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int
                       {k: torch.cat([b[k] for b in bounds]).cpu() for k in ks})
 
 
-@torch.no_grad()
-def elbo_decomposition(vae: VAE, x: torch.Tensor, num_samples: int = 100):
-    """Per-image E_q[log p(x|z)], KL(q ‖ p(z)) and ELBO estimated from ``num_samples`` draws
-    (:func:`pyro_vae.bounds.elbo_terms`): the two terms the derivation trades off."""
-    terms = log_weight_terms(vae, x, num_samples)
-    return elbo_terms(terms.log_likelihood, terms.log_prior, terms.log_guide)
+def _check_positive(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def psis_khat(log_w: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,25 @@
-"""One run of the main job, step by step: data -> model -> objective -> fit -> evaluate -> plots.
+"""One run of the main job, step by step: data -> model -> objective -> fit -> evaluate -> outputs.
 
-``examples/mnist_svi.py`` is a thin command line around :func:`run`; other examples reuse it.
+:func:`run` takes a :class:`~pyro_vae.config.RunConfig` and returns a :class:`RunResult`; it knows
+nothing of the command line (``examples/mnist_svi.py`` is :func:`pyro_vae.cli.main`). Before any
+training it checks, in this order, everything a user can get wrong: the settings, the checkpoint
+being resumed and its compatibility with them, the memory the run needs, the output folder (locked,
+writable, not holding another run), the data files, the model's construction and the combination
+of pieces, and the time the run would take. Each failure is a
+:class:`~pyro_vae.errors.PyroVAEError` with a one-line message.
+
+While training it keeps the last good state: a checkpoint is written at the end of every epoch
+whose validation ELBO is finite and not far below the untrained model's; a run that diverges stops
+with that checkpoint intact, and a non-finite evaluation writes no result.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
+import dataclasses
 import json
+import math
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,57 +28,371 @@ import pyro
 import torch
 
 from . import checkpoint, plots
-from .build import build_vae, describe, make_config
-from .cli import SELECTORS, build_parser, parse_args, piece_options
+from .build import build_vae, describe
 from .compatibility import check_combination
-from .data import DataNotFoundError, load_data
-from .evaluate import active_units, evaluate, kl_per_dimension
+from .config import FIXED, OVERRIDE, RunConfig
+from .data import DATASETS, ImageData, load_data
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    PyroVAEError,
+    ResourceError,
+    ResumeConflictError,
+    TrainingDivergedError,
+)
+from .evaluate import MIN_PSIS_SAMPLES, Evaluation, active_units, evaluate, kl_per_dimension
 from .kl import describe_kl_term, has_closed_form_kl
 from .objectives import make_objective
-from .registry import LIKELIHOODS
-from .train import LR_SCHEDULES, NonFiniteLossError, fit, make_adam
-
-#: Settings that decide what a resumed run trains; on --resume they come from the checkpoint.
-TRAINING_SETTINGS = ("dataset", "binarize", "train_size", "val_size", "batch_size", "lr", "lr_schedule",
-                     "adam_eps", "seed", "objective", "objective_options")
+from .outputs import RunDirectory, save_torch, write_json
+from .resources import check_memory, check_time, estimate_memory, estimate_seconds
+from .train import LR_SCHEDULES, fit, make_adam
+from .vae import VAE
 
 
-def run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    """Every setting of the run as plain data (stored in metrics.json and in checkpoints)."""
-    return {
-        "dataset": args.dataset, "binarize": args.binarize, "train_size": args.train_size,
-        "val_size": args.val_size, "test_size": args.test_size, "batch_size": args.batch_size,
-        "lr": args.lr, "lr_schedule": args.lr_schedule, "adam_eps": args.adam_eps, "seed": args.seed,
-        "num_epochs": args.num_epochs, "protocol": args.protocol,
-        "objective": args.objective, "objective_options": piece_options(parser, args, "objective"),
-        "eval_samples": args.eval_samples, "eval_batch_size": args.eval_batch_size,
-        "eval_ks": sorted({k for k in args.eval_ks if k <= args.eval_samples} | {args.eval_samples}),
-        "cuda": args.cuda, "data_dir": args.data_dir, "pyro_validation": args.pyro_validation,
-    }
+@dataclasses.dataclass
+class RunResult:
+    """What a run produced: its configuration, the metrics written to ``metrics.json``, the per-image
+    :class:`~pyro_vae.evaluate.Evaluation` of the selected model, the training history, the selected
+    model itself, and the paths of the files written."""
+
+    config: RunConfig
+    metrics: dict[str, Any]
+    evaluation: Evaluation
+    history: list[dict]
+    vae: VAE
+    paths: dict[str, Path]
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject impossible combinations up front (``parser.error``: message and exit status 2)."""
-    if args.cuda and not torch.cuda.is_available():
-        parser.error("--cuda was given but no CUDA GPU is available (torch.cuda.is_available() is False); "
-                     "drop --cuda to run on the CPU")
-    if args.evaluate_only and not args.resume:
-        parser.error("--evaluate-only needs --resume PATH (the checkpoint to evaluate)")
-    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
-        parser.error(f"--data-dir {args.data_dir}: no such directory. It should hold "
-                     "MNIST/raw/*-ubyte.gz (torchvision's layout), e.g. --data-dir ../shared/data")
-    if args.resume is not None and not _checkpoint_path(args.resume).is_file():
-        parser.error(f"--resume {args.resume}: no checkpoint file there")
-    likelihood = LIKELIHOODS[args.likelihood].factory
-    if getattr(likelihood, "data", None) == "binary" and args.binarize == "none":
-        parser.error(f"--likelihood {args.likelihood} is a density on binary images only, but --binarize is "
-                     "'none' (grey levels); use --binarize dynamic/static, or a continuous likelihood "
-                     "such as --likelihood gaussian")
+@dataclasses.dataclass
+class _Resumed:
+    """The checkpoint a run continues (or evaluates): its file, record and saved settings."""
+
+    file: Path
+    record: dict[str, Any]
+    saved: RunConfig
+
+    @property
+    def folder(self) -> Path:
+        return self.file.parent
 
 
-def _checkpoint_path(path: str) -> Path:
-    path = Path(path).expanduser()
-    return path / "checkpoint.pt" if path.is_dir() else path
+def run(config: RunConfig) -> RunResult:
+    """Train (or, with ``evaluate_only``, just evaluate) and write every output to ``config.out``.
+
+    Pyro's validation is off unless ``pyro_validation``: the data's compatibility with the
+    likelihood is checked once, up front, instead of on every step.
+
+    :raises PyroVAEError: for anything the settings, files or machine do not allow (one-line message).
+    """
+    if not isinstance(config, RunConfig):
+        raise ConfigError("config", f"run() takes a pyro_vae.RunConfig, got {type(config).__name__}")
+    device = _device(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    resumed = _load_resumed(config, device) if config.resume is not None else None
+    x_shape = DATASETS[config.dataset].x_shape
+    model_config = resumed.record["model_config"] if resumed else config.model_config(x_shape)
+    spec = DATASETS[config.dataset]
+    train = not config.evaluate_only
+    memory = estimate_memory(config, model_config, spec.num_train + spec.num_test,
+                             config.train_size or spec.num_train - config.val_size, config.test_size or spec.num_test,
+                             train)
+    check_memory(memory, device)
+    folder = RunDirectory(config.out)
+    fresh = resumed is None or folder.path.resolve() != resumed.folder.resolve()
+    needed = memory.parameters * 2 + (2 << 20)  # checkpoints (model, Adam state, a copy while renaming), plots
+    with pyro.validation_enabled(config.pyro_validation), \
+            folder.claim(fresh=fresh, overwrite=config.overwrite, needed_bytes=needed):
+        return _Run(config, device, resumed, model_config, folder).execute()
+
+
+def _device(config: RunConfig) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device", f"{config.device} was asked for but no CUDA GPU is available "
+                              "(torch.cuda.is_available() is False); run on the CPU instead")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError("device", f"{config.device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise ConfigError("device", f"{config.device}: pyro_vae runs on cpu or cuda")
+    return device
+
+
+def _load_resumed(config: RunConfig, device: torch.device) -> _Resumed:
+    path = Path(config.resume).expanduser()
+    name = "best.pt" if config.evaluate_only and (not path.is_dir() or (path / "best.pt").is_file()) \
+        else "checkpoint.pt"
+    file = checkpoint.resolve_checkpoint(path, name)
+    record = checkpoint.load_checkpoint(file, device)
+    if record["kind"] != "training" and not config.evaluate_only:
+        raise CheckpointError(f"{file} holds a selected model, not a training state: continue training from its run "
+                              f"folder (or its checkpoint.pt), or evaluate it with evaluate_only (--evaluate-only)")
+    try:
+        saved = RunConfig.from_dict(record["run_config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{file}: its run settings are not valid here ({error})") from None
+    conflicts = []
+    for name in config.differences(saved, (FIXED,)):
+        asked, had = getattr(config, name), getattr(saved, name)
+        kind = name.removesuffix("_options")
+        if kind != name and getattr(config, kind) == getattr(saved, kind):  # the same piece: name its options
+            conflicts += [(name, option, asked.get(option), had.get(option)) for option in sorted(asked)
+                          if asked.get(option) != had.get(option)]
+        else:
+            conflicts.append((name, None, asked, had))
+    if conflicts:
+        described = ", ".join(f"{name}{f'[{option!r}]' if option else ''} = {asked!r} (the checkpoint has {had!r})"
+                              for name, option, asked, had in conflicts)
+        raise ResumeConflictError(
+            conflicts[0][0], f"{described}: a resumed run keeps the model, data and training settings of its "
+            "checkpoint; leave these unset to continue it, or start a new run in another output folder "
+            "(from Python, RunConfig.resume_from(path, ...) starts from the checkpoint's settings)", conflicts)
+    if not config.evaluate_only and config.num_epochs < record["epoch"]:
+        raise ResumeConflictError("num_epochs", f"{config.num_epochs}, but {file} has trained {record['epoch']} epochs "
+                                  "already: ask for more epochs to train further, or evaluate it (--evaluate-only)")
+    for name in config.differences(saved, (OVERRIDE,)):
+        print(f"resuming with {name} = {getattr(config, name)!r} (the checkpoint was run with "
+              f"{getattr(saved, name)!r})")
+    return _Resumed(file, record, saved)
+
+
+class _Run:
+    """The steps of one run, sharing its state (model, data, selection so far)."""
+
+    def __init__(self, config: RunConfig, device: torch.device, resumed: _Resumed | None,
+                 model_config: dict, folder: RunDirectory):
+        self.config, self.device, self.resumed, self.model_config, self.folder = (
+            config, device, resumed, model_config, folder)
+        self.paths: dict[str, Path] = {}
+
+    # -- the steps -----------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        config = self.config
+        pyro.set_rng_seed(config.seed)
+        pyro.clear_param_store()
+        data = self.data = load_data(config.dataset, config.data_dir, config.binarize, config.train_size,
+                                     config.val_size, config.test_size, self.device)
+        if self.resumed is not None and self.resumed.record.get("data_files") not in (None, data.files):
+            raise ResumeConflictError("data_dir", "the data files differ from those the checkpoint was trained on "
+                                      f"(MD5s {self.resumed.record['data_files']}, here {data.files})")
+        vae = self.vae = self._build()
+        self._check_data(vae, data)
+
+        # The objective: a Pyro ELBO, seen by the training loop only as a loss module.
+        try:
+            objective = make_objective(config.objective, config.objective_options)
+        except ValueError as error:
+            raise ConfigError("objective_options", str(error)) from None
+        loss = self.loss = objective(vae.model, vae.guide)
+        initial_loss = check_combination(vae, config.objective, loss, data.test.images[:2])
+        with torch.no_grad():
+            q_probe, p_probe = vae.encode(data.test.images[:2]), vae.prior()
+        self.kl_closed_form = has_closed_form_kl(q_probe, p_probe)
+        self.optimizer = make_adam(vae.parameters(), lr=config.lr, eps=config.adam_eps)
+        # The untrained model is the yardstick of divergence (the same on resume: same seed, same model).
+        self.reference = self.validate() if len(data.val) else -initial_loss
+        history, start_epoch = self._restore()
+        print(self._describe())
+        print(describe_kl_term(q_probe, p_probe))  # closed form (mean_field uses it) or Monte Carlo
+
+        steps = 0 if config.evaluate_only else (config.num_epochs - start_epoch) * data.num_batches(config.batch_size)
+        estimate = estimate_seconds(
+            vae, loss, data.train.images[:config.batch_size], data.test.images, steps=steps,
+            epochs=0 if config.evaluate_only else config.num_epochs - start_epoch, val_images=len(data.val),
+            test_images=len(data.test), eval_samples=config.eval_samples)
+        print(estimate.describe())
+        check_time(estimate, config.time_limit_hours)
+
+        if steps:
+            history = self._fit(history, start_epoch)
+        elif not config.evaluate_only:
+            print(f"the checkpoint is at epoch {start_epoch} of {config.num_epochs}: nothing to train; evaluating")
+        if self.best["epoch"] > 0:
+            vae.load_state_dict(self.best["state"])
+        return self._evaluate(history)
+
+    def _build(self) -> VAE:
+        try:
+            vae = build_vae(self.model_config)
+        except (RuntimeError, MemoryError) as error:
+            if isinstance(error, MemoryError) or "alloc" in str(error).lower():
+                raise ResourceError(f"the model does not fit in memory ({str(error).splitlines()[0][:120]}); "
+                                    "make it smaller (--z-dim, --hidden-dims, the pieces' sizes)") from None
+            raise
+        return vae.to(self.device)
+
+    def _check_data(self, vae: VAE, data: ImageData) -> None:
+        """The data against the likelihood's support, once, up front (training steps never read
+        values back). Under dynamic binarization the training images are intensities, binarized
+        batch by batch."""
+        splits = {"validation images": data.val.images, "test images": data.test.images}
+        if data.binarize != "dynamic":
+            splits["training images"] = data.train.images
+        for name, images in splits.items():
+            if len(images):
+                vae.check_images(images, f"the {name} of {data.name}")
+
+    def _restore(self) -> tuple[list[dict], int]:
+        """Model selection so far, and (on resume) the saved states: the history and the epoch to
+        continue from."""
+        vae, record = self.vae, self.resumed.record if self.resumed else None
+        self.best = {"val_elbo": -math.inf, "epoch": 0, "state": copy.deepcopy(vae.state_dict())}
+        if record is None:
+            return [], 0
+        vae.load_state_dict(record["model_state"])
+        if record["kind"] == "model":  # evaluate a selected model as it is
+            self.best.update(epoch=record.get("epoch", 0), state=copy.deepcopy(vae.state_dict()))
+            return list(record.get("history", [])), record.get("epoch", 0)
+        self.optimizer.load_state_dict(record["optimizer_state"])
+        self.loss.load_state_dict(record["objective_state"])  # e.g. the KL warm-up position
+        checkpoint.set_rng_state(record["rng_state"])
+        best_file = self.resumed.folder / "best.pt"
+        best_state = checkpoint.load_checkpoint(best_file, self.device)["model_state"] if best_file.is_file() \
+            else copy.deepcopy(vae.state_dict())
+        self.best.update(val_elbo=record["best_val_elbo"], epoch=record["best_epoch"], state=best_state)
+        if self.best["val_elbo"] is None:  # written by a run without a validation split
+            self.best["val_elbo"] = -math.inf
+        if self.folder.path.resolve() != self.resumed.folder.resolve() and best_file.is_file():
+            self._save_best(record["best_epoch"], self.best["state"], record["history"])  # a fork keeps its model
+        return list(record["history"]), record["epoch"]
+
+    def validate(self) -> float:
+        """Validation ELBO per image, one z per image. The draws use a fixed seed on a forked
+        generator: every epoch is scored with the same ε (less noise in model selection), and the
+        training stream of random numbers is left untouched."""
+        if len(self.data.val) == 0:
+            return math.nan
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)
+            return evaluate(self.vae, self.data.val.images, 1, self.config.eval_batch_size).elbo.mean().item()
+
+    def _fit(self, history: list[dict], start_epoch: int) -> list[dict]:
+        config, data = self.config, self.data
+        try:
+            return fit(self.loss, self.optimizer, lambda: data.train_batches(config.batch_size), config.num_epochs,
+                       start_epoch=start_epoch, history=history, num_batches=data.num_batches(config.batch_size),
+                       validate=self.validate, on_epoch_end=self._on_epoch_end,
+                       lr_factor=LR_SCHEDULES[config.lr_schedule], progress=config.progress)
+        except TrainingDivergedError as error:
+            raise TrainingDivergedError(f"{error}{self._kept()}") from None
+
+    def _on_epoch_end(self, history: list[dict]) -> None:
+        """Stop on divergence before anything is saved; else select and checkpoint."""
+        record = history[-1]
+        self._check_progress(record)
+        has_val = len(self.data.val) > 0
+        if not has_val or record["val_elbo"] > self.best["val_elbo"]:  # model selection on validation only
+            self.best.update(val_elbo=record["val_elbo"] if has_val else None, epoch=record["epoch"],
+                             state=copy.deepcopy(self.vae.state_dict()))
+            self._save_best(record["epoch"], None, history)
+        self.paths["checkpoint"] = checkpoint.save_checkpoint(
+            self.folder / "checkpoint.pt", self.vae, self.optimizer, epoch=record["epoch"], history=history,
+            run_config=self.config.to_dict(), best_val_elbo=self.best["val_elbo"] if has_val else None,
+            best_epoch=self.best["epoch"], objective_state=self.loss.state_dict(), data_files=self.data.files)
+
+    def _save_best(self, epoch: int, state: dict | None, history: list[dict]) -> None:
+        vae = self.vae
+        if state is not None:  # save another state than the current one, through a copy of the model
+            vae = copy.deepcopy(self.vae)
+            vae.load_state_dict(state)
+        self.paths["best"] = checkpoint.save_checkpoint(
+            self.folder / "best.pt", vae, None, epoch=epoch, history=history, run_config=self.config.to_dict(),
+            val_elbo=self.best["val_elbo"] if len(self.data.val) else None, data_files=self.data.files)
+
+    def _check_progress(self, record: dict) -> None:
+        has_val = len(self.data.val) > 0
+        name, value = ("validation ELBO", record["val_elbo"]) if has_val else ("training objective",
+                                                                                record["train_elbo"])
+        if not math.isfinite(value):
+            raise TrainingDivergedError(f"training diverged in epoch {record['epoch']}: the {name} is {value}; lower "
+                                        f"the learning rate (lr = {self.config.lr:g}) and start again")
+        if math.isfinite(self.reference) and value < self.reference - max(abs(self.reference), 1.0):
+            raise TrainingDivergedError(
+                f"training diverged in epoch {record['epoch']}: the {name} fell to {value:.1f} nats per image, far "
+                f"below the untrained model's {self.reference:.1f}; lower the learning rate (lr = {self.config.lr:g}) "
+                "and start again")
+
+    def _kept(self) -> str:
+        saved = self.folder / "checkpoint.pt"
+        if not saved.is_file():
+            return " (nothing was saved)"
+        return f" (the last good state is kept in {saved}; start again with overwrite, --overwrite)"
+
+    # -- evaluation and outputs ----------------------------------------------------------------
+    def _evaluate(self, history: list[dict]) -> RunResult:
+        """Evaluate the selected model: test ELBO and importance-sampled log p(x) from one set of K
+        log-weights per image; validation ELBO of the same model beside them."""
+        config, vae, data = self.config, self.vae, self.data
+        start = time.perf_counter()
+        test = evaluate(vae, data.test.images, config.eval_samples, config.eval_batch_size,
+                        psis=config.eval_samples >= MIN_PSIS_SAMPLES, ks=config.bound_ks(), progress=config.progress)
+        eval_seconds = time.perf_counter() - start
+        bad = test.non_finite()
+        if len(bad):
+            raise TrainingDivergedError(
+                f"evaluation: the selected model gives a NaN or infinite ELBO or log-likelihood for {len(bad)} of "
+                f"{len(data.test)} test images (the first is image {bad[0].item()}); no result was written")
+        num_active, activity = active_units(vae, data.test.images)
+        kl_dims = kl_per_dimension(vae, data.test.images)
+        self.paths["evaluation"] = save_torch(self.folder / "evaluation.pt", {
+            "elbo": test.elbo, "log_likelihood": test.log_likelihood, "khat": test.khat, "bounds": test.bounds,
+            "activity": activity, "kl_per_dim": kl_dims})
+        summary = test.summary()
+        val_elbo = self.validate() if len(data.val) else None
+        metrics = _json_safe({
+            "test_elbo": summary["elbo"], "test_elbo_stderr": summary["elbo_stderr"],
+            "test_log_likelihood": summary["log_likelihood"],
+            "test_log_likelihood_stderr": summary["log_likelihood_stderr"],
+            "val_elbo": val_elbo, "eval_samples": config.eval_samples, "num_test_images": summary["num_images"],
+            "eval_seconds": eval_seconds,
+            "psis_khat_share_above_0.7": summary["khat_share_above_0.7"],
+            "bounds": summary["bounds"], "bounds_stderr": summary["bounds_stderr"],
+            "active_units": num_active, "z_dim": self.model_config["z_dim"],
+            "kl_per_dim": kl_dims.tolist() if kl_dims is not None else None,
+            "selected_epoch": self.best["epoch"], "kl_closed_form": self.kl_closed_form,
+            "num_epochs": len(history),
+            "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history) if history else None,
+            "history": history,
+            "config": {"run": config.to_dict(), "model": self.model_config},
+            "data_files": data.files,
+            "versions": versions(),
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else _cpu_name(),
+        })
+        self.paths["metrics"] = write_json(self.folder / "metrics.json", metrics)
+        self._plot(history, summary, test)
+        print(format_summary(metrics, self.paths))
+        return RunResult(config, metrics, test, history, vae, dict(self.paths))
+
+    def _plot(self, history: list[dict], summary: dict, test: Evaluation) -> None:
+        vae, data, out = self.vae, self.data, self.folder.path
+        self.paths["reconstructions"] = plots.plot_reconstructions(vae, data.test.images, out / "reconstructions.png")
+        self.paths["samples"] = plots.plot_samples(vae, out / "samples.png")
+        self.paths["latent"] = plots.plot_latent(vae, data.test.images, data.test.labels, out / "latent.png")
+        if self.model_config["z_dim"] == 2:
+            self.paths["manifold"] = plots.plot_manifold(vae, out / "manifold.png")
+        if history:
+            self.paths["elbo"] = plots.plot_elbo(history, out / "elbo.png", test_elbo=summary["elbo"])
+        if test.khat is not None:
+            self.paths["khat"] = plots.plot_khat({self.config.label(): test.khat}, out / "khat.png")
+
+    def _describe(self) -> str:
+        config, data = self.config, self.data
+        return (f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
+                f"binarize={data.binarize}\nmodel: z_dim={self.model_config['z_dim']}, {describe(self.model_config)}\n"
+                f"objective: {config.objective} {config.objective_options}")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become ``None`` (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def versions() -> dict[str, str]:
@@ -98,172 +422,25 @@ def _package_version() -> str:
         return "unknown"
 
 
-def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    """Train (or, with --evaluate-only, just evaluate) and write every output to ``args.out``.
-
-    Pyro's validation is off unless ``--pyro-validation``: the data's compatibility with the
-    likelihood is checked once, up front, instead of on every step."""
-    check_args(parser, args)
-    with pyro.validation_enabled(args.pyro_validation):
-        return _run(parser, args)
-
-
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device("cuda" if args.cuda else "cpu")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    config = run_config(parser, args)
-
-    # 1. The model: from the command line, or from the checkpoint being resumed.
-    resumed = checkpoint.load_checkpoint(_checkpoint_path(args.resume), device) if args.resume else None
-    if resumed is not None:
-        saved = resumed["run_config"]
-        config.update({key: saved[key] for key in TRAINING_SETTINGS})
-        model_config = resumed["model_config"]
-        print(f"resuming {args.resume} at epoch {resumed['epoch']}: model and training settings "
-              "come from the checkpoint")
-    else:
-        model_config = None
-    pyro.set_rng_seed(config["seed"])
-    pyro.clear_param_store()
-
-    # 2. The data, resident on the device.
-    data = load_data(config["dataset"], args.data_dir, config["binarize"], config["train_size"],
-                     config["val_size"], config["test_size"], device)
-    if model_config is None:
-        model_config = make_config(
-            data.x_shape, args.z_dim, prior=args.prior, guide=args.guide, likelihood=args.likelihood,
-            net=args.net, options={kind: piece_options(parser, args, kind) for kind in SELECTORS if kind != "objective"})
-    vae = build_vae(model_config).to(device)
-
-    # 3. The objective: a Pyro ELBO, seen by the training loop only as a loss module.
-    objective = make_objective(config["objective"], config["objective_options"])
-    loss = objective(vae.model, vae.guide)
-    probe = data.test.images[:2]
-    check_combination(vae, config["objective"], loss, probe)  # fails now, naming the combination
-    with torch.no_grad():
-        q_probe, p_probe = vae.encode(probe), vae.prior()
-    optimizer = make_adam(vae.parameters(), lr=config["lr"], eps=config["adam_eps"])
-    history, start_epoch = [], 0
-    best = {"val_elbo": -float("inf"), "epoch": 0, "state": copy.deepcopy(vae.state_dict())}
-    if resumed is not None:
-        vae.load_state_dict(resumed["model_state"])
-        optimizer.load_state_dict(resumed["optimizer_state"])
-        loss.load_state_dict(resumed["objective_state"])  # e.g. the KL warm-up position
-        checkpoint.set_rng_state(resumed["rng_state"])
-        history, start_epoch = resumed["history"], resumed["epoch"]
-        best_path = _checkpoint_path(args.resume).parent / "best.pt"
-        best = {"val_elbo": resumed["best_val_elbo"], "epoch": resumed["best_epoch"],
-                "state": checkpoint.load_checkpoint(best_path, device)["model_state"]
-                if best_path.is_file() else copy.deepcopy(vae.state_dict())}
-    print(_describe(model_config, config, data))
-    print(describe_kl_term(q_probe, p_probe))  # closed form (mean_field uses it) or Monte Carlo
-
-    def validate() -> float:
-        """Validation ELBO per image, one z per image. The draws use a fixed seed on a forked
-        generator: every epoch is scored with the same ε (less noise in model selection), and the
-        training stream of random numbers is left untouched."""
-        if len(data.val) == 0:
-            return float("nan")
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(config["seed"])
-            return evaluate(vae, data.val.images, 1, args.eval_batch_size).elbo.mean().item()
-
-    def on_epoch_end(history) -> None:
-        record = history[-1]
-        if len(data.val) == 0 or record["val_elbo"] > best["val_elbo"]:  # model selection on validation only
-            best.update(val_elbo=record.get("val_elbo", float("nan")), epoch=record["epoch"],
-                        state=copy.deepcopy(vae.state_dict()))
-            checkpoint.save_checkpoint(out / "best.pt", vae, None, epoch=record["epoch"], run_config=config)
-        checkpoint.save_checkpoint(out / "checkpoint.pt", vae, optimizer, epoch=record["epoch"],
-                                   history=history, run_config=config, best_val_elbo=best["val_elbo"],
-                                   best_epoch=best["epoch"], objective_state=loss.state_dict())
-
-    # 4. Fit.
-    if not args.evaluate_only and args.num_epochs > start_epoch:
-        history = fit(loss, optimizer, lambda: data.train_batches(config["batch_size"]), args.num_epochs,
-                      start_epoch=start_epoch, history=history, num_batches=data.num_batches(config["batch_size"]),
-                      validate=validate, on_epoch_end=on_epoch_end, lr_factor=LR_SCHEDULES[config["lr_schedule"]],
-                      progress=progress)
-    if best["epoch"] > 0:
-        vae.load_state_dict(best["state"])
-
-    # 5. Evaluate the selected model: test ELBO and importance-sampled log p(x) from one set of
-    #    K log-weights per image; validation ELBO of the same model beside them.
-    start = time.perf_counter()
-    test = evaluate(vae, data.test.images, args.eval_samples, args.eval_batch_size,
-                    psis=args.eval_samples >= 100, ks=config["eval_ks"], progress=progress)
-    eval_seconds = time.perf_counter() - start
-    num_active, activity = active_units(vae, data.test.images)
-    kl_dims = kl_per_dimension(vae, data.test.images)
-    torch.save({"elbo": test.elbo, "log_likelihood": test.log_likelihood, "khat": test.khat,
-                "bounds": test.bounds, "activity": activity, "kl_per_dim": kl_dims}, out / "evaluation.pt")
-    summary = test.summary()
-    metrics = {
-        "test_elbo": summary["elbo"], "test_elbo_stderr": summary["elbo_stderr"],
-        "test_log_likelihood": summary["log_likelihood"],
-        "test_log_likelihood_stderr": summary["log_likelihood_stderr"],
-        "val_elbo": validate() if len(data.val) else None,
-        "eval_samples": args.eval_samples, "num_test_images": summary["num_images"],
-        "eval_seconds": eval_seconds,
-        "psis_khat_share_above_0.7": summary.get("khat_share_above_0.7"),
-        "bounds": summary["bounds"], "bounds_stderr": summary["bounds_stderr"],
-        "active_units": num_active, "z_dim": model_config["z_dim"],
-        "kl_per_dim": kl_dims.tolist() if kl_dims is not None else None,
-        "selected_epoch": best["epoch"],
-        "kl_closed_form": has_closed_form_kl(q_probe, p_probe),
-        "num_epochs": len(history),
-        "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history) if history else None,
-        "history": history,
-        "config": {"run": config, "model": model_config},
-        "versions": versions(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
-    # 6. Plots.
-    plots.plot_reconstructions(vae, data.test.images, out / "reconstructions.png")
-    plots.plot_samples(vae, out / "samples.png")
-    plots.plot_latent(vae, data.test.images, data.test.labels, out / "latent.png")
-    if model_config["z_dim"] == 2:
-        plots.plot_manifold(vae, out / "manifold.png")
-    if history:
-        plots.plot_elbo(history, out / "elbo.png", test_elbo=summary["elbo"])
-    if test.khat is not None:
-        plots.plot_khat({_label(config): test.khat}, out / "khat.png")
-    print(format_summary(metrics, out))
-    return metrics
-
-
-def _label(config: dict[str, Any]) -> str:
-    """e.g. ``iwae K=50``: the objective and its number of particles."""
-    k = config["objective_options"].get("num_particles", 1)
-    return f"{config['objective']} K={k}"
-
-
-def _describe(model_config: dict[str, Any], config: dict[str, Any], data) -> str:
-    return (f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
-            f"binarize={data.binarize}\nmodel: z_dim={model_config['z_dim']}, {describe(model_config)}\n"
-            f"objective: {config['objective']} {config['objective_options']}")
-
-
-def format_summary(metrics: dict[str, Any], out: Path | None = None) -> str:
+def format_summary(metrics: dict[str, Any], paths: dict[str, Path] | None = None) -> str:
     """The final numbers as a short Markdown table (nats per image)."""
+    def pm(value, stderr):
+        if value is None:
+            return "n/a"
+        return f"{value:.2f}" if stderr is None else f"{value:.2f} ± {stderr:.2f}"
+
     k = metrics["eval_samples"]
     rows = [
-        ("test ELBO", f"{metrics['test_elbo']:.2f} ± {metrics['test_elbo_stderr']:.2f}"),
+        ("test ELBO", pm(metrics["test_elbo"], metrics["test_elbo_stderr"])),
         (f"test log p(x), importance-sampled, K={k}",
-         f"{metrics['test_log_likelihood']:.2f} ± {metrics['test_log_likelihood_stderr']:.2f}"),
-        ("validation ELBO", "n/a" if metrics["val_elbo"] is None else f"{metrics['val_elbo']:.2f}"),
+         pm(metrics["test_log_likelihood"], metrics["test_log_likelihood_stderr"])),
+        ("validation ELBO", pm(metrics["val_elbo"], None)),
         ("test images", str(metrics["num_test_images"])),
         ("epochs (selected)", f"{metrics['num_epochs']} ({metrics['selected_epoch']})"),
-        ("seconds per epoch", "n/a" if metrics["seconds_per_epoch"] is None
-         else f"{metrics['seconds_per_epoch']:.2f}"),
+        ("seconds per epoch", pm(metrics["seconds_per_epoch"], None)),
     ]
     if metrics.get("psis_khat_share_above_0.7") is not None:
-        rows.append(("share of test images with PSIS k̂ > 0.7",
-                     f"{metrics['psis_khat_share_above_0.7']:.2f}"))
+        rows.append(("share of test images with PSIS k̂ > 0.7", f"{metrics['psis_khat_share_above_0.7']:.2f}"))
     if metrics.get("bounds"):
         ks = sorted(metrics["bounds"], key=int)
         rows.append((f"E[L_K] for K = {', '.join(str(k) for k in ks)}",
@@ -274,19 +451,17 @@ def format_summary(metrics: dict[str, Any], out: Path | None = None) -> str:
     lines = [f"| {'metric'.ljust(width)} | value (nats per image; ± standard error) |",
              f"| {'-' * width} | --- |"]
     lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows]
-    if out is not None:
-        written = sorted(p.name for p in Path(out).iterdir() if p.suffix in (".json", ".pt", ".png"))
-        lines.append(f"\nwritten to {out}/: {', '.join(written)}")
+    if paths:
+        folders = {path.parent for path in paths.values()}
+        names = ", ".join(sorted(path.name for path in paths.values()))
+        lines.append(f"\nwritten to {'/, '.join(str(f) for f in sorted(folders))}/: {names}")
     return "\n".join(lines)
 
 
-def main(argv=None, description: str = __doc__) -> int:
-    """Command-line entry point; returns the exit status (2 for bad input)."""
-    parser = build_parser(description)
-    args = parse_args(parser, argv)
+def read_metrics(folder: str | Path) -> dict[str, Any]:
+    """The ``metrics.json`` of a finished run folder."""
+    path = Path(folder) / "metrics.json"
     try:
-        run(parser, args)
-    except (DataNotFoundError, NonFiniteLossError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PyroVAEError(f"cannot read {path}: {error}") from None

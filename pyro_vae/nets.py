@@ -62,9 +62,10 @@ class MLPDecoder(nn.Module):
 
 @NETS.register(
     "mlp",
-    Option("hidden_dims", int, (400,), "hidden layer sizes, space-separated (decoder mirrors them)",
+    Option("hidden_dims", int, (400,), "hidden layer sizes, space-separated (decoder mirrors them)", minimum=1,
            flag="--hidden-dims", nargs="+"),
     Option("activation", str, "relu", "hidden activation", choices=tuple(ACTIVATIONS)),
+    summary="fully connected encoder and decoder",
 )
 def mlp_nets(
     x_shape: Sequence[int], z_dim: int, encoder_out_dim: int, hidden_dims: Sequence[int], activation: str
@@ -149,9 +150,10 @@ class ConvDecoder(nn.Module):
 @NETS.register(
     "conv",
     Option("channels", int, (32, 64), "channels of the stride-2 convolutions, space-separated "
-           "(the decoder mirrors them)", nargs="+"),
-    Option("hidden_dim", int, 256, "size of the fully connected layer between the convolutions and z"),
+           "(the decoder mirrors them)", nargs="+", minimum=1),
+    Option("hidden_dim", int, 256, "size of the fully connected layer between the convolutions and z", minimum=1),
     Option("activation", str, "relu", "hidden activation", choices=tuple(ACTIVATIONS)),
+    summary="stride-2 convolutions and their transposes",
 )
 def conv_nets(x_shape: Sequence[int], z_dim: int, encoder_out_dim: int, channels: Sequence[int],
               hidden_dim: int, activation: str) -> tuple[nn.Module, nn.Module]:

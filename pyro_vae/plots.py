@@ -15,14 +15,17 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from .evaluate import latent_means
+from .outputs import atomic_write
 from .vae import VAE
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    """Write the figure as a PNG, atomically (:func:`pyro_vae.outputs.atomic_write`), and close it."""
+    try:
+        fig.tight_layout()
+        return atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:

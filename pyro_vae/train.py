@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .errors import InputError, TrainingDivergedError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(TrainingDivergedError):
     """The training loss became NaN or infinite."""
 
 
@@ -87,6 +89,7 @@ def fit(
     """
     from tqdm.auto import tqdm
 
+    _check_fit_arguments(loss, optimizer, batches, num_epochs, start_epoch)
     history = list(history or [])
     initial_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
     for epoch in range(start_epoch + 1, num_epochs + 1):
@@ -98,6 +101,8 @@ def fit(
         bar = tqdm(batches(), total=num_batches, desc=f"epoch {epoch}/{num_epochs}", unit="batch",
                    disable=not progress, leave=False)
         for step, x in enumerate(bar, 1):
+            if step == 1:
+                _check_batch(x, epoch)
             optimizer.zero_grad(set_to_none=True)
             value = loss(x)
             value.backward()
@@ -107,6 +112,8 @@ def fit(
             if progress and step % refresh_every == 0:
                 bar.set_postfix(elbo=f"{-_finite(total, epoch) / count:.2f}")
         bar.close()
+        if count == 0:
+            raise InputError(f"batches() gave no batch in epoch {epoch}: it must yield at least one tensor of images")
         record = {"epoch": epoch, "train_elbo": -_finite(total, epoch) / max(count, 1),
                   "lr": optimizer.param_groups[0]["lr"]}
         record["seconds"] = time.perf_counter() - start
@@ -121,6 +128,28 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(history)
     return history
+
+
+def _check_fit_arguments(loss, optimizer, batches, num_epochs, start_epoch) -> None:
+    if not callable(loss):
+        raise InputError(f"loss must be callable (batch -> scalar loss), got {type(loss).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise InputError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not callable(batches):
+        raise InputError("batches must be a function returning one epoch's batches (e.g. lambda: data.split(128)), "
+                         f"got {type(batches).__name__}")
+    for name, value in (("num_epochs", num_epochs), ("start_epoch", start_epoch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _check_batch(x, epoch: int) -> None:
+    """The first batch of each epoch: a floating tensor of images (the model checks its shape)."""
+    if not torch.is_tensor(x):
+        raise InputError(f"batches() must yield tensors of images; epoch {epoch} gave a {type(x).__name__}")
+    if not x.is_floating_point():
+        raise InputError(f"batches() gave {x.dtype} images in epoch {epoch}; images must be floating point in "
+                         "[0, 1] (convert with x.float() / 255)")
 
 
 def _finite(total: torch.Tensor | None, epoch: int) -> float:

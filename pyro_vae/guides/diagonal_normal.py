@@ -21,7 +21,8 @@ def check_min_scale(min_scale: float) -> float:
 
 @GUIDES.register(
     "diagonal_normal",
-    Option("min_scale", float, 1e-4, "floor added to σ(x) for numerical safety"),
+    Option("min_scale", float, 1e-4, "floor added to σ(x) for numerical safety", minimum=0.0),
+    summary="N(μ(x), diag σ²(x)), the guide of the derivation",
 )
 class DiagonalNormalGuide(nn.Module):
     """Diagonal Gaussian q(z|x) = N(z; μ(x), diag σ²(x)) (arXiv:1312.6114, Sec. 3, Appendix C.2).

@@ -14,7 +14,8 @@ from .diagonal_normal import check_min_scale, positive_scale
 
 @GUIDES.register(
     "full_rank",
-    Option("min_scale", float, 1e-4, "floor added to the diagonal of L(x) for numerical safety"),
+    Option("min_scale", float, 1e-4, "floor added to the diagonal of L(x) for numerical safety", minimum=0.0),
+    summary="N(μ(x), L(x)L(x)ᵀ), a full-covariance Gaussian",
 )
 class FullRankNormalGuide(nn.Module):
     """Full-rank Gaussian q(z|x) = N(z; μ(x), L(x) L(x)ᵀ), L lower triangular with a positive diagonal

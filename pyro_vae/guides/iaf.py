@@ -29,11 +29,12 @@ class FlowPosterior(dist.TransformedDistribution):
 
 @GUIDES.register(
     "iaf",
-    Option("depth", int, 2, "number of IAF steps T"),
-    Option("context_dim", int, 32, "size of the context h(x) the encoder gives every IAF step"),
+    Option("depth", int, 2, "number of IAF steps T", minimum=1),
+    Option("context_dim", int, 32, "size of the context h(x) the encoder gives every IAF step", minimum=1),
     Option("hidden_dims", int, (128,), "hidden sizes of each step's autoregressive network (each >= z_dim)",
-           nargs="+"),
-    Option("min_scale", float, 1e-4, "floor added to σ(x) of the initial Gaussian"),
+           nargs="+", minimum=1),
+    Option("min_scale", float, 1e-4, "floor added to σ(x) of the initial Gaussian", minimum=0.0),
+    summary="a diagonal Gaussian refined by inverse autoregressive flow steps",
 )
 class IAFGuide(nn.Module):
     """Inverse autoregressive flow q(z|x) (Kingma et al., arXiv:1606.04934, Sec. 4, Algorithm 1):

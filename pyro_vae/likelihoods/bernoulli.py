@@ -9,7 +9,7 @@ from torch import nn
 from ..registry import LIKELIHOODS
 
 
-@LIKELIHOODS.register("bernoulli")
+@LIKELIHOODS.register("bernoulli", summary="Bernoulli on binary images, from logits")
 class BernoulliLikelihood(nn.Module):
     """p(x|z) = Π_i f_i(z)^{x_i} (1 − f_i(z))^{1 − x_i}, with f(z) = sigmoid(x_logits)
     (Kingma & Welling, arXiv:1312.6114, Appendix C.1, "Bernoulli MLP as decoder").

@@ -7,7 +7,8 @@ from ..registry import LIKELIHOODS
 from .bernoulli import BernoulliLikelihood
 
 
-@LIKELIHOODS.register("continuous_bernoulli")
+@LIKELIHOODS.register("continuous_bernoulli",
+                      summary="continuous Bernoulli, a normalized density on grey levels in [0, 1]")
 class ContinuousBernoulliLikelihood(BernoulliLikelihood):
     """p(x|z) = Π_i C(λ_i) λ_i^{x_i} (1 − λ_i)^{1 − x_i} for x_i ∈ [0, 1], λ = sigmoid(x_logits),
     with the normalizing constant C(λ) = 2 artanh(1 − 2λ) / (1 − 2λ) (C(½) = 2) (Loaiza-Ganem &

@@ -1,5 +1,6 @@
 """Gaussian likelihood with a fixed or learned per-pixel σ: why "MSE" is a likelihood."""
 
+import math
 from collections.abc import Sequence
 
 import pyro.distributions as dist
@@ -11,14 +12,17 @@ from ..registry import LIKELIHOODS, Option
 
 
 def _inverse_softplus(y: float) -> float:
-    return y + torch.log(-torch.expm1(torch.tensor(-y, dtype=torch.float64))).item()
+    """softplus⁻¹(y) = y + log(1 − e^(−y)), in plain floats (no tensor: the likelihood can be built on any device)."""
+    return y + math.log(-math.expm1(-y))
 
 
 @LIKELIHOODS.register(
     "gaussian",
-    Option("scale", float, 0.1, "σ of p(x|z) = N(f(z), σ²I); the initial value when learned"),
+    Option("scale", float, 0.1, "σ of p(x|z) = N(f(z), σ²I); the initial value when learned", minimum=0.0,
+           strict=True),
     Option("learn_scale", bool, False, "learn one σ per pixel (with the floor --gaussian-min-scale)"),
-    Option("min_scale", float, 0.01, "floor of a learned σ"),
+    Option("min_scale", float, 0.01, "floor of a learned σ", minimum=0.0),
+    summary="N(f(z), σ²I): the squared error as a log-likelihood",
 )
 class GaussianLikelihood(nn.Module):
     """p(x|z) = N(x; f(z), σ² I) (arXiv:1312.6114, Appendix C.2, "Gaussian MLP as decoder").

@@ -28,7 +28,7 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
         loss = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             if is_reparameterized(guide_trace):
-                loss_particle = -trace_log_weights(model_trace, guide_trace, self.num_particles).sum()
+                loss_particle = -trace_log_weights(model_trace, guide_trace).sum()
             else:
                 value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
                 loss_particle = value + (surrogate - surrogate.detach())
@@ -36,7 +36,8 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
         return loss
 
 
-@OBJECTIVES.register("elbo", NUM_PARTICLES, *KL_OPTIONS)
+@OBJECTIVES.register("elbo", NUM_PARTICLES, *KL_OPTIONS,
+                     summary="the ELBO, Pyro's Trace_ELBO (KL term by Monte Carlo)")
 def elbo(num_particles: int, beta: float, kl_warmup_steps: int):
     """ELBO(x) ≈ (1/P) Σ_p [log p(x, z_p) − log q(z_p|x)], z_p = μ + σ ⊙ ε_p (SGVB estimator A,
     arXiv:1312.6114, Sec. 2.3, eq. 6): both the likelihood and the KL term are sampled. With β ≠ 1 or a warm-up, the KL term is

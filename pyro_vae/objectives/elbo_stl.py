@@ -28,7 +28,7 @@ class STL_ELBO(Trace_ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
         check_reparameterized(guide_trace)
-        log_w = trace_log_weights(model_trace, guide_trace, self.num_particles, path_only=True)
+        log_w = trace_log_weights(model_trace, guide_trace, path_only=True)
         return -log_w.sum() / log_w.shape[0]
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
@@ -37,7 +37,7 @@ class STL_ELBO(Trace_ELBO):
         return loss.item()
 
 
-@OBJECTIVES.register("elbo_stl", NUM_PARTICLES)
+@OBJECTIVES.register("elbo_stl", NUM_PARTICLES, summary="the ELBO with the sticking-the-landing guide gradient")
 def elbo_stl(num_particles: int) -> STL_ELBO:
     """ELBO with the sticking-the-landing gradient (arXiv:1703.09194)."""
     return STL_ELBO(check_num_particles(num_particles))

@@ -7,7 +7,7 @@ from .particles import NUM_PARTICLES, check_num_particles
 from .renyi import RenyiBound
 
 
-@OBJECTIVES.register("iwae", NUM_PARTICLES)
+@OBJECTIVES.register("iwae", NUM_PARTICLES, summary="the importance-weighted bound L_K of Burda et al.")
 def iwae(num_particles: int) -> RenyiBound:
     """IWAE bound L_K = log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = num_particles (arXiv:1509.00519, eq. 8):
     RenyiELBO(alpha=0). ELBO = L_1 ≤ L_K ≤ L_{K+1} ≤ log p(x)."""

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..bounds import log_mean_exp
 from ..registry import OBJECTIVES
 from .particles import NUM_PARTICLES, check_num_particles
 from .renyi import RenyiBound
@@ -35,8 +34,8 @@ class IWAE_DReG(RenyiBound):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
-        log_w = trace_log_weights(model_trace, guide_trace, self.num_particles, path_only=True)
-        value = -(torch.logsumexp(log_w.detach(), dim=0) - math.log(log_w.shape[0])).sum()
+        log_w = trace_log_weights(model_trace, guide_trace, path_only=True)
+        value = -log_mean_exp(log_w.detach(), dim=0).sum()
         if not log_w.requires_grad:  # evaluation under torch.no_grad()
             return value
         w_norm = torch.softmax(log_w.detach(), dim=0)  # (K, batch)
@@ -54,7 +53,7 @@ def _scale_gradient_by(z: torch.Tensor, w_norm: torch.Tensor, num_particles: int
     z.register_hook(lambda grad: grad * weight)
 
 
-@OBJECTIVES.register("iwae_dreg", NUM_PARTICLES)
+@OBJECTIVES.register("iwae_dreg", NUM_PARTICLES, summary="IWAE with doubly-reparameterized guide gradients")
 def iwae_dreg(num_particles: int) -> IWAE_DReG:
     """IWAE bound with doubly-reparameterized guide gradients (arXiv:1810.04152)."""
     return IWAE_DReG(0.0, check_num_particles(num_particles))

@@ -31,8 +31,8 @@ BETA_START = 1e-3
 LATENT_SITES = ("z",)
 
 KL_OPTIONS = (
-    Option("beta", float, 1.0, "weight β of the KL term (elbo, mean_field only)", flag="--beta"),
-    Option("kl_warmup_steps", int, 0, "raise β linearly over this many training steps (elbo, mean_field only)",
+    Option("beta", float, 1.0, "weight β of the KL term", flag="--beta", minimum=0.0, strict=True),
+    Option("kl_warmup_steps", int, 0, "raise β linearly over this many training steps", minimum=0,
            flag="--kl-warmup-steps"),
 )
 

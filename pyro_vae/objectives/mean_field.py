@@ -24,12 +24,13 @@ class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
         loss = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             check_reparameterized(guide_trace)
-            terms = trace_log_weights(model_trace, guide_trace, self.num_particles, closed_form_kl=True)
+            terms = trace_log_weights(model_trace, guide_trace, closed_form_kl=True)
             loss = loss - terms.sum() / self.num_particles
         return loss
 
 
-@OBJECTIVES.register("mean_field", NUM_PARTICLES, *KL_OPTIONS)
+@OBJECTIVES.register("mean_field", NUM_PARTICLES, *KL_OPTIONS,
+                     summary="the ELBO with the KL term in closed form where one exists (TraceMeanField_ELBO)")
 def mean_field(num_particles: int, beta: float, kl_warmup_steps: int):
     """ELBO(x) ≈ (1/P) Σ_p log p(x|z_p) − KL(q(z|x) ‖ p(z)) (SGVB estimator B, arXiv:1312.6114,
     Sec. 2.3, eq. 7). The KL comes from ``torch.distributions.kl_divergence`` where a closed form is

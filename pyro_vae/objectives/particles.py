@@ -4,7 +4,7 @@ from ..registry import Option
 
 NUM_PARTICLES = Option(
     "num_particles", int, 1, "Monte Carlo samples of z per image in the training objective",
-    flag="--num-particles",
+    flag="--num-particles", minimum=1,
 )
 
 

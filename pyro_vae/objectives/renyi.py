@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import pyro.infer
 import torch
 
+from ..bounds import log_mean_exp
 from ..registry import OBJECTIVES, Option
 from .particles import NUM_PARTICLES, check_num_particles
 from .traces import check_reparameterized, trace_log_weights
@@ -38,11 +37,11 @@ class RenyiBound(pyro.infer.RenyiELBO):
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:
         """L_α per image from ``(K, batch)`` log-weights."""
         scaled = (1.0 - self.alpha) * log_w
-        return (torch.logsumexp(scaled, dim=0) - math.log(log_w.shape[0])) / (1.0 - self.alpha)
+        return log_mean_exp(scaled, dim=0) / (1.0 - self.alpha)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         model_trace, guide_trace = self.traces(model, guide, *args, **kwargs)
-        return -self.bound(trace_log_weights(model_trace, guide_trace, self.num_particles)).sum()
+        return -self.bound(trace_log_weights(model_trace, guide_trace)).sum()
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
@@ -54,6 +53,7 @@ class RenyiBound(pyro.infer.RenyiELBO):
     "renyi",
     NUM_PARTICLES,
     Option("alpha", float, 0.5, "order α of the Rényi bound (0: IWAE; 1 would be the ELBO)", flag="--alpha"),
+    summary="the Rényi bound L_α of Li & Turner",
 )
 def renyi(num_particles: int, alpha: float) -> RenyiBound:
     """Rényi bound L_α with K = num_particles importance samples (arXiv:1602.02311)."""

@@ -58,10 +58,12 @@ def closed_form_kl_terms(model_trace, guide_trace) -> dict:
     return terms
 
 
-def trace_log_weights(model_trace, guide_trace, num_particles: int, path_only: bool = False,
+def trace_log_weights(model_trace, guide_trace, path_only: bool = False,
                       closed_form_kl: bool = False) -> torch.Tensor:
-    """log w = log p(x, z) − log q(z|x) per particle and image, ``(K, batch)``. (Pyro adds the
-    vectorized particle plate only when K > 1; for K = 1 the particle dimension is added here.)
+    """log w = log p(x, z) − log q(z|x) per particle and image, ``(K, batch)``, from traces whose
+    log-densities are computed. Particles come first: Pyro's ELBOs add their vectorized particle
+    plate only when K > 1, so a trace without a particle dimension gets one here. This is the one
+    place the library computes log w; training objectives and evaluation both call it.
 
     With ``closed_form_kl``, each latent site whose KL has a closed form
     (:func:`closed_form_kl_terms`) contributes −KL(q ‖ p) in place of log p(z) − log q(z): the
@@ -78,7 +80,7 @@ def trace_log_weights(model_trace, guide_trace, num_particles: int, path_only: b
         if site["type"] == "sample" and name not in kl_terms:
             log_q = _path_only(site) if path_only else site["log_prob"]
             log_w = log_w - torch_sum(log_q, sum_dims)
-    return log_w.unsqueeze(0) if num_particles == 1 else log_w
+    return log_w if log_w.dim() >= 2 else log_w.unsqueeze(0)
 
 
 def is_reparameterized(guide_trace) -> bool:

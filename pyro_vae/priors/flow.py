@@ -15,11 +15,12 @@ LAYERS = {"affine": transforms.affine_autoregressive, "spline": transforms.splin
 
 @PRIORS.register(
     "flow",
-    Option("depth", int, 2, "number of autoregressive layers"),
+    Option("depth", int, 2, "number of autoregressive layers", minimum=1),
     Option("hidden_dims", int, (128,), "hidden sizes of each layer's autoregressive network (each >= z_dim)",
-           nargs="+"),
+           nargs="+", minimum=1),
     Option("layer", str, "affine", "affine (masked autoregressive flow) or spline (neural spline flow)",
            choices=tuple(LAYERS)),
+    summary="N(0, I) pushed through learned autoregressive flows (MAF or spline)",
 )
 class FlowPrior(nn.Module):
     """Flow prior p(z) = N(f(z); 0, I) · abs(det ∂f/∂z), f = f_L ∘ … ∘ f_1, each f_l autoregressive.

@@ -7,7 +7,7 @@ from torch import nn
 from ..registry import PRIORS
 
 
-@PRIORS.register("learned_normal")
+@PRIORS.register("learned_normal", summary="N(μ, diag σ²) with learned μ and σ")
 class LearnedNormalPrior(nn.Module):
     """Learned diagonal Gaussian prior p(z) = N(z; μ, diag σ²), σ = exp(log σ)
     (the Gaussian prior of Kingma & Welling, arXiv:1312.6114, Sec. 3, with its parameters learned).

@@ -9,7 +9,8 @@ from ..registry import PRIORS, Option
 
 @PRIORS.register(
     "mixture",
-    Option("num_components", int, 10, "K, the number of Gaussian components of p(z)"),
+    Option("num_components", int, 10, "K, the number of Gaussian components of p(z)", minimum=1),
+    summary="a learned mixture of K diagonal Gaussians",
 )
 class MixturePrior(nn.Module):
     """Mixture of Gaussians p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), with learned weights π = softmax(a),

@@ -7,7 +7,7 @@ from torch import nn
 from ..registry import PRIORS
 
 
-@PRIORS.register("standard_normal")
+@PRIORS.register("standard_normal", summary="N(0, I), the prior of the derivation")
 class StandardNormalPrior(nn.Module):
     """Standard normal prior p(z) = N(z; 0, I) (Kingma & Welling, arXiv:1312.6114, Sec. 3).
 

@@ -11,7 +11,8 @@ from ..registry import PRIORS, Option
 
 @PRIORS.register(
     "vamp",
-    Option("num_components", int, 500, "K, the number of learned pseudo-inputs u_k (the paper uses 500)"),
+    Option("num_components", int, 500, "K, the number of learned pseudo-inputs u_k (the paper uses 500)", minimum=1),
+    summary="VampPrior: the mixture of q(z|u_k) over K learned pseudo-inputs u_k",
 )
 class VampPrior(nn.Module):
     """Variational mixture of posteriors, p(z) = (1/K) Σ_k q(z | u_k) (Tomczak & Welling,
