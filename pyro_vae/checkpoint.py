@@ -45,10 +45,10 @@ from .vae import VAE
 FORMAT = "pyro_vae.checkpoint"
 FORMAT_VERSION = 2
 KINDS = ("training", "model")
-#: Keys every record has, and those a training checkpoint adds.
-REQUIRED = ("kind", "model_config", "model_state", "run_config")
-REQUIRED_TRAINING = ("optimizer_state", "rng_state", "epoch", "history", "best_val_elbo", "best_epoch",
-                     "objective_state")
+#: Keys every record has, and those a run's training checkpoint adds (what resuming needs).
+REQUIRED = ("kind", "model_config", "model_state")
+REQUIRED_TRAINING = ("run_config", "optimizer_state", "rng_state", "epoch", "history", "best_val_elbo",
+                     "best_epoch", "objective_state")
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -203,8 +203,6 @@ def _check_record(path: Path, record: dict) -> None:
     missing = [key for key in REQUIRED if key not in record]
     if record.get("kind") not in KINDS:
         missing.append("kind")
-    elif record["kind"] == "training":
-        missing += [key for key in REQUIRED_TRAINING if key not in record]
     if missing:
         raise CheckpointError(f"{path} is an incomplete pyro_vae checkpoint (missing {sorted(set(missing))})")
     bad = [name for name, value in record["model_state"].items()

@@ -101,7 +101,8 @@ def build_parser(description: str, *, exclude: Sequence[str] = (), defaults: dic
     defaults = dict(defaults or {})
     parser = ArgumentParser(description=description, prog=prog, formatter_class=HelpFormatter,
                             argument_default=argparse.SUPPRESS)
-    parser.set_defaults(_defaults=defaults)
+    parser.set_defaults(_defaults=defaults, _settings=[f.name for f in dataclasses.fields(RunConfig)
+                                                      if f.name not in exclude and f.name not in _SKIP])
     groups = {section: parser.add_argument_group(section) for section in ("data", "model", "objective", "training",
                                                                            "evaluation", "run")}
     for field in dataclasses.fields(RunConfig):
@@ -295,7 +296,7 @@ def parse(parser: ArgumentParser, argv: Sequence[str] | None = None) -> Flags:
     """Parse ``argv`` into :class:`Flags` (argparse errors exit with status 2)."""
     namespace = vars(parser.parse_args(argv))
     defaults = namespace.pop("_defaults", {})
-    names = {field.name for field in dataclasses.fields(RunConfig)}
+    names = set(namespace.pop("_settings", []))  # the run settings this parser has flags for
     settings = {**defaults, **{k: v for k, v in namespace.items() if k in names}}
     options: dict[str, dict[str, Any]] = {kind: {} for kind in PIECE_KINDS}
     extra = {}

@@ -265,6 +265,12 @@ class ImageData:
             x = images[order[start:start + batch_size]]
             yield binarize(x) if self.binarize == "dynamic" else x
 
+    def example_batch(self, batch_size: int) -> torch.Tensor:
+        """A batch like those of :meth:`train_batches` (the first images, binarized with a fixed seed
+        under dynamic binarization), drawn without touching the global random-number generator."""
+        x = self.train.images[:batch_size]
+        return binarize(x, seed=BINARIZE_SEED + 3) if self.binarize == "dynamic" else x
+
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self.train) // batch_size)
 

@@ -35,6 +35,7 @@ from .data import DATASETS, ImageData, load_data
 from .errors import (
     CheckpointError,
     ConfigError,
+    DataNotFoundError,
     PyroVAEError,
     ResourceError,
     ResumeConflictError,
@@ -87,6 +88,9 @@ def run(config: RunConfig) -> RunResult:
     if not isinstance(config, RunConfig):
         raise ConfigError("config", f"run() takes a pyro_vae.RunConfig, got {type(config).__name__}")
     device = _device(config)
+    if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
+        raise DataNotFoundError(f"the data directory {config.data_dir} does not exist (--data-dir); it should hold "
+                                f"{DATASETS[config.dataset].class_name}/raw/*-ubyte.gz, torchvision's layout")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     resumed = _load_resumed(config, device) if config.resume is not None else None
@@ -128,6 +132,11 @@ def _load_resumed(config: RunConfig, device: torch.device) -> _Resumed:
     if record["kind"] != "training" and not config.evaluate_only:
         raise CheckpointError(f"{file} holds a selected model, not a training state: continue training from its run "
                               f"folder (or its checkpoint.pt), or evaluate it with evaluate_only (--evaluate-only)")
+    missing = [key for key in checkpoint.REQUIRED_TRAINING if key not in record] if record["kind"] == "training" \
+        else [] if record.get("run_config") else ["run_config"]
+    if missing:
+        raise CheckpointError(f"{file} was not written by a run of pyro_vae (it lacks {missing}), so a run cannot "
+                              "continue or evaluate it; load the model with pyro_vae.load instead")
     try:
         saved = RunConfig.from_dict(record["run_config"])
     except ConfigError as error:
@@ -198,7 +207,7 @@ class _Run:
 
         steps = 0 if config.evaluate_only else (config.num_epochs - start_epoch) * data.num_batches(config.batch_size)
         estimate = estimate_seconds(
-            vae, loss, data.train.images[:config.batch_size], data.test.images, steps=steps,
+            vae, loss, data.example_batch(config.batch_size), data.test.images, steps=steps,
             epochs=0 if config.evaluate_only else config.num_epochs - start_epoch, val_images=len(data.val),
             test_images=len(data.test), eval_samples=config.eval_samples)
         print(estimate.describe())

@@ -86,3 +86,12 @@ def accept_as_real(root: Path) -> None:
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory):
     return make_synthetic_mnist(tmp_path_factory.mktemp("synthetic_data"))
+
+
+def exit_status(main, argv) -> int:
+    """The exit status of a command-line ``main(argv)``, whether it returns it or exits (argparse)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
+

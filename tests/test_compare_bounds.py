@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from pyro_vae.cli import build_parser, parse_args
-from pyro_vae.experiment import main as mnist_svi
+from pyro_vae import RunConfig
+from pyro_vae.cli import build_parser, parse
+from pyro_vae.cli import main as mnist_svi
 from pyro_vae.train import burda2015_lr_factor
 
-from .conftest import REPO
+from .conftest import REPO, exit_status
 
 
 def load_compare_bounds():
@@ -19,13 +20,16 @@ def load_compare_bounds():
     return module
 
 
+def compare_args(synthetic_data_dir, out, *extra):
+    return ["--data-dir", str(synthetic_data_dir), "--out", str(out), "--train-size", "200", "--val-size", "50",
+            "--test-size", "30", "--num-epochs", "2", "--eval-samples", "100", "--hidden-dims", "16",
+            "--z-dim", "4", "--batch-size", "50", "--no-progress", *extra]
+
+
 def test_compare_bounds_runs_end_to_end_and_writes_every_output(synthetic_data_dir, tmp_path):
     out = tmp_path / "compare"
-    status = load_compare_bounds().main([
-        "--data-dir", str(synthetic_data_dir), "--out", str(out), "--train-size", "200", "--val-size", "50",
-        "--test-size", "30", "--num-epochs", "2", "--eval-samples", "100", "--hidden-dims", "16",
-        "--z-dim", "4", "--batch-size", "50", "--no-progress", "--runs", "elbo:1", "iwae:3", "iwae_dreg:3",
-        "--seeds", "0", "1"])
+    status = load_compare_bounds().main(compare_args(synthetic_data_dir, out, "--runs", "elbo:1", "iwae:3",
+                                                     "iwae_dreg:3", "--seeds", "0", "1"))
     assert status == 0
     for name in ("results.md", "results.json", "bounds_vs_k.png", "khat.png", "training_curves.png"):
         assert (out / name).stat().st_size > 0, name
@@ -52,19 +56,76 @@ def test_compare_bounds_runs_end_to_end_and_writes_every_output(synthetic_data_d
     assert "NLL = −log p(x)" in table and "IWAE-100" in table
 
 
-def test_bad_run_spec_is_a_clear_error(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        load_compare_bounds().main(["--runs", "iwea:5"])
-    assert exit_info.value.code == 2 and "unknown objective 'iwea'" in capsys.readouterr().err
+def test_compare_bounds_below_the_psis_sample_size_reports_n_a(synthetic_data_dir, tmp_path):
+    """K = 50 < 100: no PSIS k̂, which the table shows as n/a instead of crashing after every run."""
+    out = tmp_path / "compare"
+    argv = compare_args(synthetic_data_dir, out, "--runs", "elbo:1", "iwae:2", "--eval-samples", "50")
+    assert load_compare_bounds().main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert all(row["psis_khat_share_above_0.7"] is None for row in rows)
+    data_rows = [line for line in (out / "results.md").read_text().splitlines() if line.startswith("| elbo")]
+    assert data_rows and "n/a" in data_rows[0]
+
+
+def test_an_interrupted_comparison_resumes_and_rebuilds_its_summary(synthetic_data_dir, tmp_path, capsys):
+    """Each finished run is kept: after a crash in the second run, --resume reuses the first (not
+    retrained) and runs the rest; a second --resume retrains nothing and rebuilds the same table."""
+    script = load_compare_bounds()
+    out = tmp_path / "compare"
+    argv = compare_args(synthetic_data_dir, out, "--runs", "elbo:1", "iwae:2")
+    from pyro_vae import compare
+
+    real_run_or_reuse = compare.run_or_reuse
+    calls = []
+
+    def crash_on_second(config, resume):
+        calls.append(config.out)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_or_reuse(config, resume)
+
+    script.run_or_reuse = crash_on_second
+    assert script.main(argv) == 130  # interrupted
+    script.run_or_reuse = real_run_or_reuse
+    first = out / "elbo_K1_seed0" / "metrics.json"
+    stamp = first.stat().st_mtime_ns
+    assert json.loads((out / "results.json").read_text())["rows"][0]["objective"] == "elbo"  # summary so far
+    assert exit_status(script.main, argv) == 2  # a fresh comparison refuses the folder
+    assert "already holds a run" in capsys.readouterr().err
+    assert script.main(argv + ["--resume"]) == 0
+    assert first.stat().st_mtime_ns == stamp
+    table = (out / "results.md").read_text()
+    assert script.main(argv + ["--resume"]) == 0
+    assert "finished earlier, reused" in capsys.readouterr().out
+    assert (out / "results.md").read_text() == table
+    assert exit_status(script.main, argv + ["--resume", "--num-epochs", "3"]) == 2  # other settings: not reused
+    assert "holds a finished run with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--runs", "iwea:5"], "unknown objective 'iwea'"),
+    (["--runs", "iwae:0"], "K must be >= 1"),
+    (["--num-particles", "3"], "each run's K comes from --runs"),
+    (["--runs", "elbo:1", "--alpha", "0.3"], "--alpha is an option of objective 'renyi'"),
+])
+def test_bad_comparison_flags_are_one_line(argv, message, capsys):
+    assert exit_status(load_compare_bounds().main, argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_burda2015_preset_and_explicit_flags_override_it():
-    parser = build_parser("test")
-    args = parse_args(parser, ["--protocol", "burda2015", "--num-epochs", "7"])
-    assert (args.batch_size, args.adam_eps, args.lr_schedule, args.eval_samples, args.z_dim) == (20, 1e-4, "burda2015", 5000, 50)
-    assert args.net__hidden_dims == [200, 200] and args.net__mlp_activation == "tanh"
-    assert args.num_epochs == 7  # given explicitly: wins over the preset's 3280
-    assert parse_args(build_parser("test"), ["--protocol", "burda2015"]).num_epochs == 3280
+    config = parse(build_parser("test"), ["--protocol", "burda2015", "--num-epochs", "7", "--mlp-activation",
+                                          "relu"]).config()
+    assert (config.batch_size, config.adam_eps, config.lr_schedule, config.eval_samples, config.z_dim) == (
+        20, 1e-4, "burda2015", 5000, 50)
+    assert config.num_epochs == 7  # given explicitly: wins over the preset's 3280
+    assert config.net_options == {"hidden_dims": [200, 200], "activation": "relu"}  # merged option by option
+    assert config.protocol == "burda2015"
+    assert parse(build_parser("test"), ["--protocol", "burda2015"]).config() == RunConfig.from_protocol("burda2015")
+    assert RunConfig.from_protocol("burda2015").num_epochs == 3280
+    # another network drops the protocol's options of the MLP instead of failing on them
+    assert RunConfig.from_protocol("burda2015", net="conv").net_options == RunConfig(net="conv").net_options
 
 
 def test_burda2015_learning_rate_schedule():

@@ -7,6 +7,7 @@ import torch
 
 from pyro_vae import data as data_module
 from pyro_vae.data import DataNotFoundError, load_data
+from pyro_vae.errors import ConfigError
 
 
 def test_splits_and_shapes(synthetic_data_dir):
@@ -90,12 +91,16 @@ def test_two_data_directories_do_not_share_cached_files(synthetic_data_dir, tmp_
     assert len(load_data("mnist", other, "none", val_size=10).test) == 30
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"binarization": "sometimes"}, "unknown binarization"),
-    ({"dataset": "cifar"}, "unknown dataset"),
-    ({"val_size": -1}, "val_size must be >= 0"),
-    ({"val_size": 10_000}, "leaves no training images"),
+@pytest.mark.parametrize("kwargs,field,match", [
+    ({"binarization": "sometimes"}, "binarize", "unknown binarization"),
+    ({"dataset": "cifar"}, "dataset", "unknown data set"),
+    ({"val_size": -1}, "val_size", "must be an integer >= 0"),
+    ({"val_size": 10_000}, "val_size", "leaves no training images"),
+    ({"train_size": 0}, "train_size", "nothing to train on"),
+    ({"train_size": 10_000}, "train_size", "asks for more than the 500 training images"),
+    ({"test_size": 10_000}, "test_size", "between 1 and the 200 test images"),
 ])
-def test_bad_arguments(synthetic_data_dir, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        load_data(**{"dataset": "mnist", "data_dir": synthetic_data_dir, **kwargs})
+def test_bad_arguments_name_the_argument(synthetic_data_dir, kwargs, field, match):
+    with pytest.raises(ConfigError, match=match) as error:
+        load_data(**{"dataset": "mnist", "data_dir": synthetic_data_dir, "val_size": 100, **kwargs})
+    assert error.value.field == field

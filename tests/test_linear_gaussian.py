@@ -17,9 +17,9 @@ from torch.distributions import MultivariateNormal, kl_divergence
 from pyro_vae import VAE, log_weights, make_objective
 from pyro_vae.bounds import gaussian_kl, iwae_bound
 from pyro_vae.evaluate import sample_traces
-from pyro_vae.objectives.traces import trace_log_weights
 from pyro_vae.guides import DiagonalNormalGuide
 from pyro_vae.likelihoods import GaussianLikelihood
+from pyro_vae.objectives.traces import trace_log_weights
 from pyro_vae.priors import StandardNormalPrior
 
 D, Z, SIGMA = 5, 2, 0.5

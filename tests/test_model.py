@@ -7,7 +7,8 @@ import pytest
 import torch
 from pyro import poutine
 
-from pyro_vae import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, build_vae, make_config, make_objective
+from pyro_vae import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, ConfigError, build_vae, make_config, make_objective
+from pyro_vae.likelihoods import GaussianLikelihood
 
 X_SHAPE = (1, 6, 6)
 
@@ -126,10 +127,15 @@ def test_module_form_loss_equals_svi_loss_under_the_same_seed():
 
 
 def test_bad_options_are_rejected_with_the_pieces_name():
-    with pytest.raises(ValueError, match="Gaussian scale"):
+    with pytest.raises(ConfigError, match="option 'scale' of likelihood 'gaussian' must be > 0") as error:
         build_vae(make_config(X_SHAPE, 3, likelihood="gaussian", options={"likelihood": {"scale": -1.0}}))
-    with pytest.raises(ValueError, match="option 'scale' of 'gaussian' takes a number"):
+    assert (error.value.field, error.value.option) == ("likelihood_options", "scale")
+    with pytest.raises(ValueError, match="Gaussian scale"):  # the piece's own check, for direct construction
+        GaussianLikelihood(X_SHAPE, -1.0, False, 0.01)
+    with pytest.raises(ValueError, match="option 'scale' of likelihood 'gaussian' takes a finite number"):
         make_config(X_SHAPE, 3, likelihood="gaussian", options={"likelihood": {"scale": "big"}})
+    with pytest.raises(ValueError, match="takes a finite number, got nan"):
+        make_config(X_SHAPE, 3, likelihood="gaussian", options={"likelihood": {"scale": float("nan")}})
     with pytest.raises(ValueError, match="no option"):
         make_config(X_SHAPE, 3, options={"prior": {"k": 5}})
     with pytest.raises(KeyError, match="unknown prior"):
