@@ -152,19 +152,19 @@ def _check_map_location(map_location: Any) -> None:
 
 def _safe_load(path: Path, data: bytes | None, map_location: Any) -> Any:
     """``torch.load(weights_only=True)`` of the file ``path``, or of ``data`` read from it."""
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise CheckpointError(describe_os_error(error, path, "read")) from None
     try:
-        if data is not None:
-            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-        with open(path, "rb") as file:
-            return torch.load(file, map_location=map_location, weights_only=True)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if "weights_only" in str(error) or "Weights only load failed" in str(error):
             raise CheckpointError(f"{path} holds Python objects that the safe loader refuses (torch.load with "
                                   "weights_only=True): it was not written by pyro_vae, and it is not loaded, since "
                                   "loading it could run code from the file") from None
         raise CheckpointError(f"{path} is corrupt ({_first_line(error)}); use another copy, or train again") from None
-    except OSError as error:
-        raise CheckpointError(describe_os_error(error, path, "read")) from None
     except Exception as error:  # noqa: BLE001  (a damaged archive fails in many ways; the safe loader runs no code)
         raise CheckpointError(f"{path} is not a readable checkpoint: truncated, corrupt or not a torch file "
                               f"({type(error).__name__}: {_first_line(error)})") from None
