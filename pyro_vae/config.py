@@ -261,8 +261,9 @@ class RunConfig:
         """e.g. ``iwae K=50``: the objective and its number of particles."""
         return f"{self.objective} K={self.objective_options.get('num_particles', 1)}"
 
-    def differences(self, other: RunConfig, kinds: tuple[str, ...] = (FIXED, OVERRIDE)) -> list[str]:
-        """The names of the fields of the given resume kinds in which ``self`` and ``other`` differ."""
+    def differences(self, other: RunConfig, kinds: tuple[str, ...] = (FIXED, OVERRIDE, FREE)) -> list[str]:
+        """The names of the fields in which ``self`` and ``other`` differ (only those of the given
+        resume kinds, if ``kinds`` is given)."""
         return [field.name for field in dataclasses.fields(self)
                 if field.metadata["resume"] in kinds and getattr(self, field.name) != getattr(other, field.name)]
 

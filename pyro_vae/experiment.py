@@ -423,12 +423,9 @@ def _cpu_name() -> str:
 
 
 def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import __version__
 
-    try:
-        return version("pyro_vae")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def format_summary(metrics: dict[str, Any], paths: dict[str, Path] | None = None) -> str:

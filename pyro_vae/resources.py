@@ -34,6 +34,11 @@ from .errors import ResourceError
 from .vae import VAE
 
 FLOAT_BYTES = 4
+#: What a whole epoch and a whole evaluation cost beyond the timed trial steps (Adam's update, the
+#: batches' indexing and binarization; PSIS and the bounds), as factors measured on the main job
+#: (docs/benchmarks.md, "Up-front estimates").
+TRAINING_OVERHEAD = 1.45
+EVALUATION_OVERHEAD = 1.7
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -209,8 +214,8 @@ def estimate_seconds(vae: VAE, loss: Callable[[torch.Tensor], torch.Tensor], tra
     with trial(vae, loss, device), torch.no_grad():
         chunk_seconds = _fastest(lambda: log_weights(vae, probe_images, probe_samples), device)
     row_seconds = chunk_seconds / (len(probe_images) * probe_samples)
-    training = steps * step_seconds * 1.1 + epochs * val_images * row_seconds  # 1.1: Adam's update
-    evaluation = test_images * eval_samples * row_seconds
+    training = steps * step_seconds * TRAINING_OVERHEAD + epochs * val_images * row_seconds
+    evaluation = test_images * eval_samples * row_seconds * EVALUATION_OVERHEAD
     return TimeEstimate(training, evaluation, steps, step_seconds)
 
 

@@ -107,7 +107,8 @@ def test_every_field_is_described_for_help_and_resume():
 
 def test_differences_and_bound_ks():
     a, b = RunConfig(), RunConfig(z_dim=2, num_epochs=3, out="x", eval_samples=100)
-    assert a.differences(b) == ["z_dim", "num_epochs"]
+    assert a.differences(b) == ["z_dim", "num_epochs", "eval_samples", "out"]
+    assert a.differences(b, (FIXED, OVERRIDE)) == ["z_dim", "num_epochs"]
     assert a.differences(b, (FIXED,)) == ["z_dim"]
     assert b.bound_ks() == [1, 5, 50, 100]
     assert RunConfig(objective="iwae", objective_options={"num_particles": 5}).label() == "iwae K=5"
