@@ -89,7 +89,8 @@ def run(config: RunConfig) -> RunResult:
         raise ConfigError("config", f"run() takes a pyro_vae.RunConfig, got {type(config).__name__}")
     device = _device(config)
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
-        raise DataNotFoundError(f"the data directory {config.data_dir} does not exist (--data-dir); it should hold "
+        what = "is a file, not a folder" if Path(config.data_dir).expanduser().exists() else "does not exist"
+        raise DataNotFoundError(f"the data directory {config.data_dir} {what} (--data-dir); it should hold "
                                 f"{DATASETS[config.dataset].class_name}/raw/*-ubyte.gz, torchvision's layout")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
