@@ -24,9 +24,9 @@ from pathlib import Path
 
 from pyro_vae import plots
 from pyro_vae.cli import build_parser, parse, report_errors
-from pyro_vae.compare import Group, markdown_table, run_or_reuse, summarize
+from pyro_vae.compare import Variant, markdown_table, run_comparison, summarize
 from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.outputs import RunDirectory, write_json, write_text
+from pyro_vae.outputs import write_json, write_text
 
 OUTPUTS = ("results.md", "results.json", "bounds_vs_k.png", "khat.png", "training_curves.png")
 METRICS = ("test_elbo", "test_log_likelihood", "active_units", "psis_khat_share_above_0.7", "seconds_per_epoch")
@@ -59,10 +59,11 @@ def table(rows, eval_samples: int) -> str:
     ])
 
 
-def write_summary(out: Path, groups, eval_samples: int, seeds) -> str:
+def write_summary(out: Path, groups, seeds) -> str:
     """results.md / results.json and the plots, from the runs finished so far."""
     rows = summarize(groups, METRICS)
     first = groups[0].runs[0].metrics
+    eval_samples = first["eval_samples"]
     protocol = (f"{first['config']['run']['dataset']}, {first['num_test_images']} test images, "
                 f"{first['num_epochs']} epochs, seeds {list(seeds)}, device {first['device']}")
     text = table(rows, eval_samples)
@@ -83,20 +84,18 @@ def compare(flags) -> None:
         flags.error("--num-particles: each run's K comes from --runs OBJECTIVE:K")
     flags.check_options_apply("objective", [name for name, _ in runs])
     out = Path(flags.settings["out"])
-    with RunDirectory(out, markers=("results.json",), outputs=OUTPUTS).claim(
-            fresh=not resume, overwrite=flags.settings.get("overwrite", False)):
-        groups = []
-        for objective, k in runs:
-            group = Group(f"{objective} K={k}", [], {"objective": objective, "K": k})
-            groups.append(group)
-            for seed in seeds:
-                print(f"\n=== {objective} K={k}, seed {seed} ===")
-                config = flags.config(strict=False, objective=objective, objective_options={"num_particles": k},
-                                      seed=seed, out=str(out / f"{objective}_K{k}_seed{seed}"))
-                group.runs.append(run_or_reuse(config, resume))
-                summary = write_summary(out, [g for g in groups if g.runs], config.eval_samples, seeds)
-    print(f"\n{summary}\n\nNLL is the negative log-likelihood, as papers report it (lower is better); log p(x) and "
-          f"the bounds are log-densities (higher is better).\nwritten to {out}/")
+
+    def variant(objective: str, k: int) -> Variant:
+        return Variant(f"{objective} K={k}", {"objective": objective, "K": k}, lambda seed: flags.config(
+            strict=False, objective=objective, objective_options={"num_particles": k}, seed=seed,
+            out=str(out / f"{objective}_K{k}_seed{seed}")))
+
+    summary = []
+    run_comparison(out, [variant(objective, k) for objective, k in runs], seeds, resume=resume,
+                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS,
+                   after_each_run=lambda groups: summary.append(write_summary(out, groups, seeds)))
+    print(f"\n{summary[-1]}\n\nNLL is the negative log-likelihood, as papers report it (lower is better); log p(x) "
+          f"and the bounds are log-densities (higher is better).\nwritten to {out}/")
 
 
 def main(argv=None) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pyro_vae
 from pyro_vae.cli import build_parser, parse, report_errors
-from pyro_vae.compare import Group, markdown_table, run_or_reuse, summarize
-from pyro_vae.outputs import RunDirectory, write_json, write_text
+from pyro_vae.compare import Variant, markdown_table, run_comparison, summarize
+from pyro_vae.outputs import write_json, write_text
 from pyro_vae.plots import plot_sample_panels
 from pyro_vae.registry import GUIDES, PRIORS
 
@@ -57,25 +57,24 @@ def compare(flags) -> None:
     flags.check_options_apply("prior", [prior for prior, _ in pairs])
     flags.check_options_apply("guide", [guide for _, guide in pairs])
     out = Path(flags.settings["out"])
-    with RunDirectory(out, markers=("results.json",), outputs=OUTPUTS).claim(
-            fresh=not resume, overwrite=flags.settings.get("overwrite", False)):
-        groups = []
-        for prior, guide in pairs:
-            group = Group(f"{prior} × {guide}", [], {"prior": prior, "guide": guide})
-            groups.append(group)
-            for seed in seeds:
-                print(f"\n=== {prior} × {guide}, seed {seed} ===")
-                config = flags.config(strict=False, prior=prior, guide=guide, seed=seed,
-                                      out=str(out / f"{prior}-{guide}" / f"seed{seed}"))
-                group.runs.append(run_or_reuse(config, resume))
-            rows = summarize(groups, [key for key, _, _ in COLUMNS])
-            write_json(out / "results.json", [{**row, "runs": [{key: run.metrics[key] for key, _, _ in COLUMNS}
-                                                                 for run in g.runs], "model": g.runs[0].metrics["config"]["model"]}
-                                               for row, g in zip(rows, groups, strict=True)])
-            table = format_table(rows, config.eval_samples, config.z_dim)
-            write_text(out / "table.md", table + "\n")
-        plot_sample_panels({g.label: pyro_vae.load(g.runs[0].folder) for g in groups}, out / "samples.png")
-    print(f"\n{table}\n\nwritten to {out}/: table.md, results.json, samples.png "
+
+    def variant(prior: str, guide: str) -> Variant:
+        return Variant(f"{prior} × {guide}", {"prior": prior, "guide": guide}, lambda seed: flags.config(
+            strict=False, prior=prior, guide=guide, seed=seed, out=str(out / f"{prior}-{guide}" / f"seed{seed}")))
+
+    def write_summary(groups) -> None:
+        rows = summarize(groups, [key for key, _, _ in COLUMNS])
+        write_json(out / "results.json", [
+            {**row, "runs": [{key: run.metrics[key] for key, _, _ in COLUMNS} for run in group.runs],
+             "model": group.runs[0].metrics["config"]["model"]} for row, group in zip(rows, groups, strict=True)])
+        config = groups[0].runs[0].config
+        write_text(out / "table.md", format_table(rows, config.eval_samples, config.z_dim) + "\n")
+        if len(groups) == len(pairs) and len(groups[-1].runs) == len(seeds):  # the last run: the samples figure
+            plot_sample_panels({g.label: pyro_vae.load(g.runs[0].folder) for g in groups}, out / "samples.png")
+
+    run_comparison(out, [variant(prior, guide) for prior, guide in pairs], seeds, resume=resume,
+                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS, after_each_run=write_summary)
+    print(f"\n{(out / 'table.md').read_text()}\nwritten to {out}/: table.md, results.json, samples.png "
           f"({(time.perf_counter() - start) / 60:.1f} min)")
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 
 from .config import FIXED, OVERRIDE, RunConfig
 from .errors import PyroVAEError, ResumeConflictError
+from .outputs import RunDirectory
 from .stats import mean_and_stderr, paired_difference
 
 #: Settings a finished run must share with the configuration that would rerun it, to be reused.
@@ -102,6 +103,41 @@ class Group:
     label: str
     runs: list[RunRecord]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Variant:
+    """One row of a comparison: its label and description, and the configuration of its run with a
+    given seed."""
+
+    label: str
+    info: dict[str, Any]
+    config: Callable[[int], RunConfig]
+
+
+#: The file whose presence means a folder holds a comparison.
+COMPARISON_MARKER = "results.json"
+
+
+def run_comparison(folder: str | Path, variants: Sequence[Variant], seeds: Sequence[int], *, resume: bool,
+                   overwrite: bool, outputs: Sequence[str],
+                   after_each_run: Callable[[list[Group]], None]) -> list[Group]:
+    """Run (or, with ``resume``, reuse) every variant with every seed, each run in its own folder,
+    holding the comparison's folder (locked; a fresh comparison refuses one that holds a comparison
+    unless ``overwrite``). ``after_each_run`` is called with the groups so far after every run, so
+    the summary on disk is never older than the last finished run."""
+    claim = RunDirectory(folder, markers=(COMPARISON_MARKER,), outputs=outputs).claim(fresh=not resume,
+                                                                                      overwrite=overwrite)
+    groups: list[Group] = []
+    with claim:
+        for variant in variants:
+            group = Group(variant.label, [], variant.info)
+            groups.append(group)
+            for seed in seeds:
+                print(f"\n=== {variant.label}, seed {seed} ===")
+                group.runs.append(run_or_reuse(variant.config(seed), resume))
+                after_each_run(groups)
+    return groups
 
 
 def _number(value: Any) -> float | None:

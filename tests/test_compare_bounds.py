@@ -84,9 +84,11 @@ def test_an_interrupted_comparison_resumes_and_rebuilds_its_summary(synthetic_da
             raise KeyboardInterrupt
         return real_run_or_reuse(config, resume)
 
-    script.run_or_reuse = crash_on_second
-    assert script.main(argv) == 130  # interrupted
-    script.run_or_reuse = real_run_or_reuse
+    compare.run_or_reuse = crash_on_second
+    try:
+        assert script.main(argv) == 130  # interrupted
+    finally:
+        compare.run_or_reuse = real_run_or_reuse
     first = out / "elbo_K1_seed0" / "metrics.json"
     stamp = first.stat().st_mtime_ns
     assert json.loads((out / "results.json").read_text())["rows"][0]["objective"] == "elbo"  # summary so far
