@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import platform
 import time
@@ -36,7 +35,6 @@ from .errors import (
     CheckpointError,
     ConfigError,
     DataNotFoundError,
-    PyroVAEError,
     ResourceError,
     ResumeConflictError,
     TrainingDivergedError,
@@ -463,12 +461,3 @@ def format_summary(metrics: dict[str, Any], paths: dict[str, Path] | None = None
         names = ", ".join(sorted(path.name for path in paths.values()))
         lines.append(f"\nwritten to {'/, '.join(str(f) for f in sorted(folders))}/: {names}")
     return "\n".join(lines)
-
-
-def read_metrics(folder: str | Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a finished run folder."""
-    path = Path(folder) / "metrics.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise PyroVAEError(f"cannot read {path}: {error}") from None
