@@ -33,3 +33,13 @@ def test_the_pages_python_code_runs(page, stand_in_mnist, tmp_path, monkeypatch,
         printed = capsys.readouterr().out
         assert "takes images of shape (N, 1, 28, 28): reshape with x.reshape(-1, 1, 28, 28)" in printed
         assert "['net_options', 'out']" in printed
+
+
+def test_pages_hold_no_control_characters():
+    """LaTeX written through an unescaped Python string loses its backslashes: "\\alpha" becomes a
+    bell character and "\\nabla" a line break (docs/derivation.md had four such formulas)."""
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text()
+        bad = sorted({hex(ord(c)) for c in text if ord(c) < 32 and c != "\n"})
+        assert not bad, (page.name, bad)
+        assert "$$\nabla" not in text, page.name
