@@ -80,8 +80,6 @@ def write_summary(out: Path, groups, seeds) -> str:
 def compare(flags) -> None:
     runs, resume = list(dict.fromkeys(flags.extra["runs"])), flags.extra["resume"]
     seeds = list(dict.fromkeys(flags.extra.get("seeds") or [flags.settings.get("seed", 0)]))
-    if "--num-particles" in flags.options["objective"]:
-        flags.error("--num-particles: each run's K comes from --runs OBJECTIVE:K")
     flags.check_options_apply("objective", [name for name, _ in runs])
     out = Path(flags.settings["out"])
 
@@ -99,13 +97,13 @@ def compare(flags) -> None:
 
 
 def main(argv=None) -> int:
-    parser = build_parser(__doc__, exclude=("resume", "evaluate_only", "objective"),
+    parser = build_parser(__doc__, exclude=("resume", "evaluate_only", "objective", "--num-particles"),
                           defaults={"out": "results/compare_bounds"})
     comparison = parser.add_argument_group("comparison")
     comparison.add_argument("--runs", type=run_spec, nargs="+", default=[("elbo", 1), ("elbo", 50), ("iwae", 5),
                                                                         ("iwae", 50)],
                             metavar="OBJECTIVE:K", help="the runs (default: elbo:1 elbo:50 iwae:5 iwae:50)")
-    comparison.add_argument("--seeds", type=int, nargs="+", help="seeds of every run (default: --seed)")
+    comparison.add_argument("--seeds", type=int, nargs="+", metavar="N", help="seeds of every run (default: --seed)")
     comparison.add_argument("--resume", action="store_true", default=False,
                             help="continue the comparison in --out: reuse finished runs, continue unfinished ones")
     flags = parse(parser, argv)

@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     comparison = parser.add_argument_group("comparison")
     comparison.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), metavar="PRIOR:GUIDE",
                             help="the prior × guide pairs to compare, one table row each")
-    comparison.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds per row")
+    comparison.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N",
+                            help="training seeds per row (default: 0 1 2)")
     comparison.add_argument("--resume", action="store_true", default=False,
                             help="continue the comparison in --out: reuse finished runs, continue unfinished ones")
     flags = parse(parser, argv)

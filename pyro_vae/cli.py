@@ -96,8 +96,10 @@ def _option_dest(kind: str, flag: str) -> str:
 
 def build_parser(description: str, *, exclude: Sequence[str] = (), defaults: dict[str, Any] | None = None,
                  prog: str | None = None) -> ArgumentParser:
-    """The flags of every run setting and piece, in sections. ``exclude`` leaves settings out (a
-    comparison script has its own ``--resume``); ``defaults`` changes the defaults shown (and used)."""
+    """The flags of every run setting and piece, in sections. ``exclude`` leaves settings (by
+    field name) and piece option flags (by flag) out: a comparison script has its own ``--resume``
+    and sets ``--num-particles`` per run; for a piece kind it leaves out only the selector, whose
+    options stay. ``defaults`` changes the defaults shown (and used)."""
     defaults = dict(defaults or {})
     parser = ArgumentParser(description=description, prog=prog, formatter_class=HelpFormatter,
                             argument_default=argparse.SUPPRESS)
@@ -114,7 +116,8 @@ def build_parser(description: str, *, exclude: Sequence[str] = (), defaults: dic
         help_text = meta["help"] + (f" (default: {_default_text(default)})" if shown else "")
         group = groups[meta["section"]]
         if field.name in PIECE_KINDS:  # excluded: the script chooses the piece, its options stay flags
-            _add_selector(group, field.name, default, meta["help"], selector=field.name not in exclude)
+            _add_selector(group, field.name, default, meta["help"], selector=field.name not in exclude,
+                          exclude=exclude)
             continue
         type_name = str(field.type).replace(" | None", "")
         if type_name == "bool":
@@ -161,7 +164,8 @@ def _protocols() -> dict[str, dict[str, Any]]:
     return PROTOCOLS
 
 
-def _add_selector(group, kind: str, default: str, what: str, selector: bool = True) -> None:
+def _add_selector(group, kind: str, default: str, what: str, selector: bool = True,
+                  exclude: Sequence[str] = ()) -> None:
     registry = REGISTRIES[kind]
     if selector:
         lines = [f"{what} (default: {default}):"] + [f"  {entry.name}: {entry.summary}" for entry in registry]
@@ -174,7 +178,7 @@ def _add_selector(group, kind: str, default: str, what: str, selector: bool = Tr
     for entry in registry:
         for option in entry.options.values():
             flag = option.cli_flag(entry.name)
-            if flag in added:
+            if flag in added or flag in exclude:
                 continue
             added.add(flag)
             group.add_argument(flag, dest=_option_dest(kind, flag), **_option_kwargs(option, seen[flag]))

@@ -107,7 +107,7 @@ def test_an_interrupted_comparison_resumes_and_rebuilds_its_summary(synthetic_da
 @pytest.mark.parametrize("argv,message", [
     (["--runs", "iwea:5"], "unknown objective 'iwea'"),
     (["--runs", "iwae:0"], "K must be >= 1"),
-    (["--num-particles", "3"], "each run's K comes from --runs"),
+    (["--num-particles", "3"], "unrecognized arguments: --num-particles 3"),
     (["--runs", "elbo:1", "--alpha", "0.3"], "--alpha is an option of objective 'renyi'"),
 ])
 def test_bad_comparison_flags_are_one_line(argv, message, capsys):
