@@ -80,7 +80,7 @@ def write_summary(out: Path, groups, seeds) -> str:
 def compare(flags) -> None:
     runs, resume = list(dict.fromkeys(flags.extra["runs"])), flags.extra["resume"]
     seeds = list(dict.fromkeys(flags.extra.get("seeds") or [flags.settings.get("seed", 0)]))
-    flags.check_options_apply("objective", [name for name, _ in runs])
+    flags.check_options(objective=[name for name, _ in runs])
     out = Path(flags.settings["out"])
 
     def variant(objective: str, k: int) -> Variant:

@@ -54,8 +54,7 @@ def compare(flags) -> None:
     if len(seeds) < 2:
         flags.error("--seeds needs at least two different seeds: the table's ± is a standard error over seeds")
     pairs = list(dict.fromkeys(row_spec(flags, text) for text in flags.extra["rows"]))
-    flags.check_options_apply("prior", [prior for prior, _ in pairs])
-    flags.check_options_apply("guide", [guide for _, guide in pairs])
+    flags.check_options(prior=[prior for prior, _ in pairs], guide=[guide for _, guide in pairs])
     out = Path(flags.settings["out"])
 
     def variant(prior: str, guide: str) -> Variant:

@@ -233,6 +233,16 @@ class Flags:
                 self.error(f"{flag} is an option of {kind} {' / '.join(repr(o) for o in owners)}, but --{kind} is "
                            f"{' / '.join(repr(c) for c in chosen)}")
 
+    def check_options(self, **varied: Sequence[str]) -> None:
+        """Every piece option flag given must apply: to one of the entries a script varies over
+        (``objective=["elbo", "iwae"]``), or else to the chosen entry of its kind."""
+        from .config import PROTOCOLS
+
+        preset = PROTOCOLS.get(self.settings.get("protocol"), {})
+        for kind in PIECE_KINDS:
+            chosen = self.settings.get(kind) or preset.get(kind) or RunConfig.__dataclass_fields__[kind].default
+            self.check_options_apply(kind, list(varied.get(kind) or [chosen]))
+
     def config(self, *, strict: bool = True, **choices: Any) -> RunConfig:
         """The run configuration these flags describe, with ``choices`` on top (a script that runs
         several variants passes e.g. ``objective="iwae", objective_options={"num_particles": 5}``;

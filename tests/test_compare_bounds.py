@@ -109,6 +109,7 @@ def test_an_interrupted_comparison_resumes_and_rebuilds_its_summary(synthetic_da
     (["--runs", "iwae:0"], "K must be >= 1"),
     (["--num-particles", "3"], "unrecognized arguments: --num-particles 3"),
     (["--runs", "elbo:1", "--alpha", "0.3"], "--alpha is an option of objective 'renyi'"),
+    (["--runs", "elbo:1", "--flow-depth", "3"], "--flow-depth is an option of prior 'flow', but --prior is"),
 ])
 def test_bad_comparison_flags_are_one_line(argv, message, capsys):
     assert exit_status(load_compare_bounds().main, argv) == 2
