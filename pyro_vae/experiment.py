@@ -214,7 +214,7 @@ class _Run:
 
         if steps:
             history = self._fit(history, start_epoch)
-        elif not config.evaluate_only:
+        elif self.resumed is not None and not config.evaluate_only:
             print(f"the checkpoint is at epoch {start_epoch} of {config.num_epochs}: nothing to train; evaluating")
         if self.best["epoch"] > 0:
             vae.load_state_dict(self.best["state"])
