@@ -115,22 +115,26 @@ def test_an_exploding_objective_stops_the_run_with_exit_2(synthetic_data_dir, tm
     out = tmp_path / "run"
     assert exit_status(main, quick_args(synthetic_data_dir, out, "--num-epochs", "3", "--lr", "10")) == 2
     err = capsys.readouterr().err
-    assert "training diverged in epoch 1" in err and "far below the untrained model's" in err and "lr = 10" in err
+    assert "training diverged in epoch 1: the training objective fell to" in err
+    assert "far below the untrained model's" in err and "lr = 10" in err
     assert not (out / "metrics.json").exists() and not (out / "best.pt").exists()
 
 
-def test_divergence_keeps_the_last_good_checkpoint(synthetic_data_dir, tmp_path, monkeypatch):
-    """A NaN validation ELBO in epoch 2 (injected) stops the run before anything of epoch 2 is saved."""
+@pytest.mark.parametrize("bad,message", [(math.nan, "the validation ELBO is nan"),
+                                         (-5000.0, "the validation ELBO fell to -5000.0 nats per image, far below")])
+def test_divergence_keeps_the_last_good_checkpoint(synthetic_data_dir, tmp_path, monkeypatch, bad, message):
+    """A NaN or exploded validation ELBO in epoch 2 (injected) stops the run before anything of
+    epoch 2 is saved."""
     real_validate = experiment._Run.validate
     calls = []
 
-    def nan_in_epoch_2(self):
+    def bad_in_epoch_2(self):
         calls.append(1)
-        return math.nan if len(calls) == 3 else real_validate(self)  # calls: reference, epoch 1, epoch 2
+        return bad if len(calls) == 3 else real_validate(self)  # calls: reference, epoch 1, epoch 2
 
-    monkeypatch.setattr(experiment._Run, "validate", nan_in_epoch_2)
+    monkeypatch.setattr(experiment._Run, "validate", bad_in_epoch_2)
     out = tmp_path / "run"
-    with pytest.raises(TrainingDivergedError, match=r"epoch 2: the validation ELBO is nan.*last good state is kept"):
+    with pytest.raises(TrainingDivergedError, match=rf"epoch 2: {message}.*last good state is kept"):
         pyro_vae.run(small_config(synthetic_data_dir, out, num_epochs=3))
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     assert load_checkpoint(out / "best.pt")["epoch"] == 1
