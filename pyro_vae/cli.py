@@ -342,8 +342,8 @@ def report_errors(prog: str, function, *args, **kwargs) -> int:
     except PyroVAEError as error:
         print(f"{prog}: error: {describe_error(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted. Each finished epoch is saved: continue with --resume <the output folder>",
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{prog}: {interrupt or 'interrupted; each finished run and epoch is saved: continue with --resume'}",
               file=sys.stderr)
         return 130
     finally:

@@ -130,13 +130,17 @@ def run_comparison(folder: str | Path, variants: Sequence[Variant], seeds: Seque
                                                                                       overwrite=overwrite)
     groups: list[Group] = []
     with claim:
-        for variant in variants:
-            group = Group(variant.label, [], variant.info)
-            groups.append(group)
-            for seed in seeds:
-                print(f"\n=== {variant.label}, seed {seed} ===")
-                group.runs.append(run_or_reuse(variant.config(seed), resume))
-                after_each_run(groups)
+        try:
+            for variant in variants:
+                group = Group(variant.label, [], variant.info)
+                groups.append(group)
+                for seed in seeds:
+                    print(f"\n=== {variant.label}, seed {seed} ===")
+                    group.runs.append(run_or_reuse(variant.config(seed), resume))
+                    after_each_run([g for g in groups if g.runs])
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interrupted; the finished runs are kept in {folder}: continue the comparison "
+                                    "with the same flags and --resume") from None
     return groups
 
 

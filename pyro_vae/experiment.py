@@ -35,6 +35,7 @@ from .errors import (
     CheckpointError,
     ConfigError,
     DataNotFoundError,
+    PyroVAEError,
     ResourceError,
     ResumeConflictError,
     TrainingDivergedError,
@@ -106,7 +107,22 @@ def run(config: RunConfig) -> RunResult:
     needed = memory.parameters * 2 + (2 << 20)  # checkpoints (model, Adam state, a copy while renaming), plots
     with pyro.validation_enabled(config.pyro_validation), \
             folder.claim(fresh=fresh, overwrite=config.overwrite, needed_bytes=needed):
-        return _Run(config, device, resumed, model_config, folder).execute()
+        try:
+            return _Run(config, device, resumed, model_config, folder).execute()
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(_interrupted(folder)) from None
+
+
+def _interrupted(folder: RunDirectory) -> str:
+    """What an interrupted run kept, and how to continue it."""
+    saved = folder / "checkpoint.pt"
+    try:
+        epoch = checkpoint.load_checkpoint(saved)["epoch"] if saved.is_file() else None
+    except PyroVAEError:
+        epoch = None
+    if epoch is None:
+        return f"interrupted; no epoch had finished, so {folder.path} holds no training state to continue"
+    return f"interrupted; {saved} holds epoch {epoch}: continue with --resume {folder.path}"
 
 
 def _device(config: RunConfig) -> torch.device:

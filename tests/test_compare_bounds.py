@@ -89,6 +89,7 @@ def test_an_interrupted_comparison_resumes_and_rebuilds_its_summary(synthetic_da
         assert script.main(argv) == 130  # interrupted
     finally:
         compare.run_or_reuse = real_run_or_reuse
+    assert "continue the comparison with the same flags and --resume" in capsys.readouterr().err
     first = out / "elbo_K1_seed0" / "metrics.json"
     stamp = first.stat().st_mtime_ns
     assert json.loads((out / "results.json").read_text())["rows"][0]["objective"] == "elbo"  # summary so far

@@ -93,6 +93,24 @@ def test_best_pt_is_a_model_not_a_training_state(synthetic_data_dir, run_copy, c
     assert json.loads((run_copy / "metrics.json").read_text())["eval_samples"] == 150
 
 
+def test_an_interrupted_run_says_what_it_kept_and_how_to_continue(synthetic_data_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    real_on_epoch_end = experiment._Run._on_epoch_end
+
+    def interrupt_after_epoch_2(self, history):
+        real_on_epoch_end(self, history)
+        if history[-1]["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment._Run, "_on_epoch_end", interrupt_after_epoch_2)
+    out = tmp_path / "run"
+    assert main(quick_args(synthetic_data_dir, out, "--num-epochs", "5")) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"interrupted; {out / 'checkpoint.pt'} holds epoch 2: continue with --resume {out}")
+    monkeypatch.undo()
+    assert main(quick_args(synthetic_data_dir, out, "--num-epochs", "5", "--resume", str(out))) == 0
+
+
 def test_fewer_epochs_than_trained_is_an_error(synthetic_data_dir, run_copy, capsys):
     status = exit_status(main, quick_args(synthetic_data_dir, run_copy, "--resume", str(run_copy), "--num-epochs", "1"))
     assert status == 2 and "--num-epochs: 1, but" in capsys.readouterr().err
