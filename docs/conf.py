@@ -9,9 +9,8 @@ project = "pyro_vae"
 author = "the pyro_vae developers"
 copyright = "2026, the pyro_vae developers"
 
-extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.mathjax", "sphinx.ext.viewcode"]
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax", "sphinx.ext.viewcode"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
-source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"
@@ -19,3 +18,10 @@ autodoc_mock_imports = []
 nitpicky = False
 html_theme = "alabaster"
 suppress_warnings = ["myst.header"]
+
+# Tutorials are MyST notebooks, executed on every build (a fresh build has an empty cache); a cell
+# that fails fails the build.
+nb_execution_mode = "cache"
+nb_execution_raise_on_error = True
+nb_execution_timeout = 600
+nb_execution_show_tb = True
