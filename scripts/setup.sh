@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 TORCH="torch==2.13.0"
 PINS="torchvision==0.28.0 pyro-ppl==1.9.2 numpy==2.4.6 matplotlib==3.11.2 tqdm==4.70.1 arviz==0.23.4
-      pytest==9.2.0 ruff==0.17.6 sphinx==9.0.4 myst-parser==5.2.0"
+      pytest==9.2.0 ruff==0.17.6 sphinx==9.0.4 myst-parser==5.2.0 myst-nb==1.4.0 ipykernel==7.4.0
+      ipython==9.18.1 jupyter-client==8.10.0 jupyter-cache==1.0.1 nbclient==0.11.0 nbformat==5.11.1"
 
 quiet_pip() {  # pip, without the warnings this machine's package mirror prints for every lookup
   python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
