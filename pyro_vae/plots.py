@@ -1,17 +1,15 @@
 """Figures a person would rather look at than read: reconstructions, samples, the latent space,
-training curves. Each function writes one PNG and returns its path. Matplotlib's ``Agg`` backend
-is used, so no display is needed."""
+training curves. Each function writes one PNG and returns its path. The figures are
+``matplotlib.figure.Figure`` objects, drawn without pyplot: no display is needed, and the caller's
+backend (a notebook's inline one, say) is left as it was."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .evaluate import latent_means
@@ -19,13 +17,17 @@ from .outputs import atomic_write
 from .vae import VAE
 
 
-def _save(fig, path: Path) -> Path:
-    """Write the figure as a PNG, atomically (:func:`pyro_vae.outputs.atomic_write`), and close it."""
-    try:
-        fig.tight_layout()
-        return atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+def _save(fig: Figure, path: Path) -> Path:
+    """Write the figure as a PNG, atomically (:func:`pyro_vae.outputs.atomic_write`)."""
+    fig.tight_layout()
+    return atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=100))
+
+
+def _subplots(*args, figsize, **kwargs):
+    """A figure of its own (``matplotlib.figure.Figure``, no pyplot): it needs no display, leaves the
+    user's backend and open figures alone, and is freed when it goes out of scope."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -37,7 +39,7 @@ def _grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
 
 def _show_grid(grid: torch.Tensor, title: str, path: Path, width: float = 8.0) -> Path:
     height = width * grid.shape[1] / grid.shape[2]
-    fig, ax = plt.subplots(figsize=(width, height + 0.5))
+    fig, ax = _subplots(figsize=(width, height + 0.5))
     ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
@@ -70,7 +72,7 @@ def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: Path) -> 
         axis_names = tuple(f"PC{i + 1} ({100 * e:.0f}% of variance)" for i, e in enumerate(explained))
     elif z.shape[1] == 1:
         z = torch.cat([z, torch.zeros_like(z)], dim=1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = _subplots(figsize=(6.5, 5.5))
     points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=4, alpha=0.7)
     fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel(axis_names[0])
@@ -96,7 +98,7 @@ def plot_manifold(vae: VAE, path: Path, n: int = 20) -> Path:
 def plot_elbo(history: Sequence[dict], path: Path, test_elbo: float | None = None) -> Path:
     """Train and validation ELBO (nats per image) against epochs."""
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _subplots(figsize=(6.5, 4.5))
     ax.plot(epochs, [r["train_elbo"] for r in history], marker="o", label="train ELBO")
     val: list[float] = [r["val_elbo"] for r in history if "val_elbo" in r]
     if len(val) == len(epochs):
@@ -115,7 +117,7 @@ def plot_sample_panels(vaes: dict[str, VAE], path: Path, n: int = 36, seed: int 
     """One panel of new images E[x|z], z ~ p(z), per labelled model (``ncols`` panels a row), each
     drawn with the same ``seed``: how the samples change with the prior and the guide."""
     nrows = -(-len(vaes) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 3.1 * nrows), squeeze=False)
+    fig, axes = _subplots(nrows, ncols, figsize=(2.8 * ncols, 3.1 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (label, vae) in zip(axes.flat, vaes.items()):
@@ -131,7 +133,7 @@ def plot_sample_panels(vaes: dict[str, VAE], path: Path, n: int = 36, seed: int 
 def plot_khat(khats: dict[str, torch.Tensor], path: Path) -> Path:
     """Histogram of the per-image PSIS k̂ of each run; k̂ > 0.7 marks an unreliable log p(x) estimate
     (Yao et al., arXiv:1802.02538)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _subplots(figsize=(6.5, 4.5))
     finite = [k[torch.isfinite(k)] for k in khats.values()]
     low = min([-0.5] + [k.min().item() for k in finite if k.numel()])
     high = max([1.5] + [k.max().item() for k in finite if k.numel()])
@@ -148,7 +150,7 @@ def plot_khat(khats: dict[str, torch.Tensor], path: Path) -> Path:
 
 def plot_bounds_vs_k(bounds: dict[str, dict[int, float]], path: Path) -> Path:
     """E[L_K] against K (log scale) for each model: the ELBO at K = 1 rising towards log p(x)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _subplots(figsize=(6.5, 4.5))
     for label, by_k in bounds.items():
         ks = sorted(int(k) for k in by_k)
         ax.plot(ks, [by_k[k] if k in by_k else by_k[str(k)] for k in ks], marker="o", label=label)
@@ -162,7 +164,7 @@ def plot_bounds_vs_k(bounds: dict[str, dict[int, float]], path: Path) -> Path:
 
 def plot_training_curves(histories: dict[str, Sequence[dict]], path: Path) -> Path:
     """Training objective and validation ELBO per epoch for each run."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    fig, axes = _subplots(1, 2, figsize=(11, 4.5), sharex=True)
     for label, history in histories.items():
         epochs = [r["epoch"] for r in history]
         axes[0].plot(epochs, [r["train_elbo"] for r in history], label=label)
