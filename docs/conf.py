@@ -25,3 +25,6 @@ nb_execution_mode = "cache"
 nb_execution_raise_on_error = True
 nb_execution_timeout = 600
 nb_execution_show_tb = True
+# stderr of the cells is not shown (e.g. tqdm's notice that ipywidgets is absent); errors still
+# fail the build.
+nb_output_stderr = "remove"
