@@ -43,3 +43,22 @@ def test_pages_hold_no_control_characters():
         bad = sorted({hex(ord(c)) for c in text if ord(c) < 32 and c != "\n"})
         assert not bad, (page.name, bad)
         assert "$$\nabla" not in text, page.name
+
+
+def test_every_tutorial_opens_with_its_question_and_ends_with_its_equation_and_code():
+    """Each tutorial is executed by the docs build (a failing cell, such as a stated number that no
+    longer holds, fails it); here, its shape: a MyST notebook that asks its question first and
+    closes on the equation and the code, linked to the derivation, listed in the index."""
+    folder = REPO / "docs" / "tutorials"
+    pages = sorted(folder.glob("0*.md"))
+    assert len(pages) == 8
+    index = (folder / "index.md").read_text()
+    for page in pages:
+        text = page.read_text()
+        assert text.startswith("---\nfile_format: mystnb\n"), page.name
+        body = text.split("\n# ", 1)[1]
+        assert "**The question.**" in body.split("```")[0], page.name
+        closing = body.rsplit("**The equation and the code.**", 1)
+        assert len(closing) == 2 and "(../derivation.md)" in closing[1] and "```" not in closing[1], page.name
+        assert "glue(" in text and "assert " in text, page.name  # numbers glued from the code, and checked
+        assert page.stem in index, page.name

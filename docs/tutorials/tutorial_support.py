@@ -6,8 +6,8 @@ Every tutorial runs on this project's 2-core CPU in well under a minute: the mod
 saved with ``save_checkpoint`` in the cache (``$PYRO_VAE_CACHE/tutorials``), so the tutorials that
 need the same model train it once per build.
 
-The data is real MNIST from ``$PYRO_VAE_DATA`` or ``../shared/data`` beside the repository. Where it
-is absent, the tutorials run on a *stand-in*: 28 × 28 images made of ten noisy blob patterns. The
+The data is real MNIST from ``$PYRO_VAE_DATA`` (or, where it is not set, ``../shared/data`` beside
+the repository). Where it is absent, the tutorials run on a *stand-in*: 28 × 28 images made of ten noisy blob patterns. The
 numbers then mean little, and every tutorial says so in its first output (``DATA.note``).
 """
 
@@ -32,10 +32,10 @@ plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 
 
 def _real_data_dir() -> Path | None:
-    for candidate in (os.environ.get("PYRO_VAE_DATA"), REPO.parent / "shared" / "data"):
-        if candidate and (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
-            return Path(candidate)
-    return None
+    """``$PYRO_VAE_DATA`` when it is set (set it to an empty folder to build with the stand-in),
+    else ``../shared/data`` beside the repository, if it holds MNIST."""
+    candidate = os.environ.get("PYRO_VAE_DATA", str(REPO.parent / "shared" / "data"))
+    return Path(candidate) if (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file() else None
 
 
 @dataclasses.dataclass
@@ -61,7 +61,8 @@ def _stand_in(n_train: int, n_test: int) -> ImageData:
     def split(n: int) -> Split:
         labels = torch.randint(0, 10, (n,), generator=generator)
         shifts = torch.randint(-2, 3, (n, 2), generator=generator)
-        images = torch.stack([torch.roll(prototypes[y], tuple(s.tolist()), (0, 1)) for y, s in zip(labels, shifts)])
+        images = torch.stack([torch.roll(prototypes[y], tuple(s.tolist()), (0, 1)) for y, s in zip(labels, shifts)]
+                             ) if n else torch.zeros(0, 28, 28)
         images = (images * 0.9 + 0.08 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
         return Split(images.unsqueeze(1), labels)
 
