@@ -20,7 +20,8 @@ html_theme = "alabaster"
 suppress_warnings = ["myst.header"]
 
 # Tutorials are MyST notebooks, executed on every build (a fresh build has an empty cache); a cell
-# that fails fails the build.
+# that fails fails the build. Their kernels inherit the environment (PYRO_VAE_DATA, PYRO_VAE_CACHE,
+# OMP_NUM_THREADS); docs/tutorials/tutorial_support.py caps torch at two threads.
 nb_execution_mode = "cache"
 nb_execution_raise_on_error = True
 nb_execution_timeout = 600
