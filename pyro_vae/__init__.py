@@ -6,24 +6,26 @@ back with ``pyro_vae.load("results/mnist_svi")``.
 """
 
 from . import (
-                     _torchvision,  # noqa: F401  (makes torchvision importable even where its C++ ops are missing)
-                     bounds,
-                     objectives,
+    _torchvision,  # noqa: F401  (makes torchvision importable even where its C++ ops are missing)
+    bounds,
+    objectives,
+    stats,
 )
+from .annealing import ais
 from .build import build_vae, make_config
 from .checkpoint import load, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import load_data
 from .errors import (
-                     CheckpointError,
-                     ConfigError,
-                     DataError,
-                     DataNotFoundError,
-                     InputError,
-                     OutputError,
-                     PyroVAEError,
-                     ResourceError,
-                     TrainingDivergedError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DataNotFoundError,
+    InputError,
+    OutputError,
+    PyroVAEError,
+    ResourceError,
+    TrainingDivergedError,
 )
 from .evaluate import evaluate, log_weights
 from .experiment import RunResult, run
@@ -37,6 +39,6 @@ __version__ = "0.2.0"
 __all__ = [
     "GUIDES", "LIKELIHOODS", "NETS", "OBJECTIVES", "PRIORS", "VAE", "CheckpointError", "ConfigError", "DataError",
     "DataNotFoundError", "InputError", "Option", "OutputError", "PyroVAEError", "ResourceError", "RunConfig",
-    "RunResult", "TrainingDivergedError", "bounds", "build_vae", "evaluate", "fit", "load", "load_checkpoint",
-    "load_data", "log_weights", "make_config", "make_objective", "objectives", "run", "save_checkpoint",
+    "RunResult", "TrainingDivergedError", "ais", "bounds", "build_vae", "evaluate", "fit", "load", "load_checkpoint",
+    "load_data", "log_weights", "make_config", "make_objective", "objectives", "run", "save_checkpoint", "stats",
 ]
