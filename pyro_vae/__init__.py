@@ -12,6 +12,7 @@ from . import (
     stats,
 )
 from .annealing import ais
+from .bdmc import bdmc
 from .build import build_vae, make_config
 from .checkpoint import load, load_checkpoint, save_checkpoint
 from .config import RunConfig
@@ -29,6 +30,7 @@ from .errors import (
 )
 from .evaluate import evaluate, log_weights
 from .experiment import RunResult, run
+from .gaps import inference_gaps
 from .objectives import make_objective
 from .registry import GUIDES, LIKELIHOODS, NETS, OBJECTIVES, PRIORS, Option
 from .train import fit
@@ -39,6 +41,6 @@ __version__ = "0.2.0"
 __all__ = [
     "GUIDES", "LIKELIHOODS", "NETS", "OBJECTIVES", "PRIORS", "VAE", "CheckpointError", "ConfigError", "DataError",
     "DataNotFoundError", "InputError", "Option", "OutputError", "PyroVAEError", "ResourceError", "RunConfig",
-    "RunResult", "TrainingDivergedError", "ais", "bounds", "build_vae", "evaluate", "fit", "load", "load_checkpoint",
-    "load_data", "log_weights", "make_config", "make_objective", "objectives", "run", "save_checkpoint", "stats",
+    "RunResult", "TrainingDivergedError", "ais", "bdmc", "bounds", "build_vae", "evaluate", "fit", "inference_gaps",
+    "load", "load_checkpoint", "load_data", "log_weights", "make_config", "make_objective", "objectives", "run", "save_checkpoint", "stats",
 ]

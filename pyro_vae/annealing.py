@@ -219,6 +219,26 @@ def noise_map(q: Distribution) -> Callable[[torch.Tensor], tuple[torch.Tensor, t
                      f"on them; this guide gives a {type(q).__name__}")
 
 
+def noise_inverse(q: Distribution) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The inverse of :func:`noise_map`: z ↦ ε with g(ε) = z. Only the reverse chains of BDMC need it
+    (to start at an exact posterior sample); a flow's transforms are inverted with their own
+    ``inv``, which for an autoregressive flow takes one pass per latent dimension."""
+    if isinstance(q, Independent) and isinstance(q.base_dist, Normal) and q.reinterpreted_batch_ndims == 1:
+        return lambda z: (z - q.base_dist.loc) / q.base_dist.scale
+    if isinstance(q, MultivariateNormal):
+        return lambda z: torch.linalg.solve_triangular(q.scale_tril, (z - q.loc).unsqueeze(-1), upper=False).squeeze(-1)
+    if isinstance(q, TransformedDistribution):
+        base = noise_inverse(q.base_dist)
+
+        def flow(z):
+            for transform in reversed(q.transforms):
+                z = transform.inv(z)
+            return base(z)
+
+        return flow
+    raise InputError(f"no inverse noise map for a {type(q).__name__} guide")
+
+
 def _sum_event(log_det: torch.Tensor, transform, z: torch.Tensor) -> torch.Tensor:
     """A transform's log|det J| summed to one number per z (elementwise transforms return it per entry)."""
     return log_det.sum(-1) if log_det.dim() == z.dim() else log_det

@@ -98,3 +98,62 @@ def test_ais_checks_its_input():
         pyro_vae.ais(model.vae, torch.zeros(2, 4, dtype=DTYPE))
     assert math.isfinite(pyro_vae.ais(model.vae, model.marginal().sample((1,)), num_steps=2, num_chains=2)
                          .log_likelihood.item())
+
+
+# -- BDMC ------------------------------------------------------------------------------------------------------
+
+def test_bdmc_sandwiches_the_exact_log_px_and_narrows_with_more_steps():
+    """On images simulated from the correlated linear-Gaussian model: forward AIS ≤ log p(x) ≤ reverse
+    AIS, each within Monte Carlo error, and the sandwich narrows as the chains get longer."""
+    model = correlated()
+    widths = {}
+    for steps in (5, 200):
+        torch.manual_seed(3)
+        result = pyro_vae.bdmc(model.vae, num_images=6, num_steps=steps, num_chains=16, step_size=0.2)
+        exact = model.log_px(result.x)
+        assert (result.lower <= exact + 3 * result.lower_stderr + 1e-3).all(), (result.lower, exact)
+        assert (result.upper >= exact - 3 * result.upper_stderr - 1e-3).all(), (result.upper, exact)
+        widths[steps] = result.width.mean().item()
+    assert widths[200] < widths[5] / 3, widths
+    assert widths[200] < 0.05, widths
+
+
+# -- inference gaps ----------------------------------------------------------------------------------------------
+
+def test_the_approximation_gap_of_a_diagonal_guide_is_its_kl_to_the_correlated_posterior():
+    """The best diagonal Gaussian for a correlated Gaussian posterior has the posterior's mean and the
+    diagonal of its precision: its KL to the posterior is the approximation gap, in closed form. Its
+    amortization gap is 0 when the encoder already outputs it, and the closed-form KL difference when
+    the encoder is off."""
+    torch.manual_seed(0)
+    model = correlated()
+    x = model.marginal().sample((4,))
+    best_kl = model.kl_to_posterior(x)               # the encoder outputs the best diagonal guide
+    exact = pyro_vae.annealing.AIS(model.log_px(x), torch.zeros(4, dtype=DTYPE), torch.ones(4), torch.zeros(1, 4), 0, 1)
+    gaps = pyro_vae.inference_gaps(model.vae, x, optimize_steps=400, lr=2e-2, num_particles=64, elbo_samples=50_000,
+                                   log_likelihood=exact)
+    tolerance = 4 * gaps.elbo_optimized_stderr + 0.01    # Monte Carlo error plus what 400 steps leave
+    assert ((gaps.approximation - best_kl).abs() < tolerance).all(), (gaps.approximation, best_kl)
+    assert (gaps.amortization.abs() < tolerance + 4 * gaps.elbo_amortized_stderr).all(), gaps.amortization
+
+    A, c, s = model.exact_guide()
+    model.set_guide(A + 0.1, c - 0.3, s * 1.5)        # an encoder that is off
+    off_kl = model.kl_to_posterior(x)
+    gaps = pyro_vae.inference_gaps(model.vae, x, optimize_steps=400, lr=2e-2, num_particles=64, elbo_samples=50_000,
+                                   log_likelihood=exact)
+    expected = off_kl - best_kl
+    assert (expected > 0.2).all()
+    assert ((gaps.amortization - expected).abs() < tolerance + 4 * gaps.elbo_amortized_stderr).all(), (
+        gaps.amortization, expected)
+    assert ((gaps.approximation - best_kl).abs() < tolerance).all()
+
+
+def test_the_gaps_of_a_trained_flow_guide_run_and_are_finite():
+    """IAF guide: local parameters are the encoder's output (base Gaussian and context)."""
+    torch.manual_seed(0)
+    vae = build_vae(make_config((1, 6, 6), 3, guide="iaf", options={"net": {"hidden_dims": [16]},
+                                                                    "guide": {"hidden_dims": [8], "depth": 1}}))
+    x = torch.bernoulli(torch.full((3, 1, 6, 6), 0.3))
+    gaps = pyro_vae.inference_gaps(vae, x, num_steps=20, num_chains=4, optimize_steps=20, elbo_samples=200)
+    assert all(torch.isfinite(getattr(gaps, name)).all() for name in ("approximation", "amortization"))
+    assert gaps.summary()["amortization"][0] > -1.0
