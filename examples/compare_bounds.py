@@ -14,7 +14,8 @@ K = 100); active units. Differences between runs are paired over the same test i
 
 Writes to --out: one folder per run (as mnist_svi.py writes), kept as soon as the run finishes;
 results.md and results.json, rewritten after every run; bounds_vs_k.png, khat.png,
-training_curves.png. With --resume, finished runs are reused and an interrupted one continues from
+training_curves.png. With --ais-images N, every run is also certified by AIS on its first N test
+images (beside importance sampling on the same images), kept in <run>/likelihood/. With --resume, finished runs are reused and an interrupted one continues from
 its checkpoint, so the summary is rebuilt without training again.
 """
 
@@ -23,13 +24,14 @@ import sys
 from pathlib import Path
 
 from pyro_vae import plots
-from pyro_vae.cli import build_parser, parse, report_errors
+from pyro_vae.cli import add_ais_flags, ais_column, build_parser, parse, report_errors
 from pyro_vae.compare import Variant, markdown_table, run_comparison, summarize
 from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.outputs import write_json, write_text
 
 OUTPUTS = ("results.md", "results.json", "bounds_vs_k.png", "khat.png", "training_curves.png")
 METRICS = ("test_elbo", "test_log_likelihood", "active_units", "psis_khat_share_above_0.7", "seconds_per_epoch")
+AIS_METRICS = ("ais_log_likelihood", "is_subset_log_likelihood")
 
 
 def run_spec(text: str):
@@ -45,8 +47,10 @@ def run_spec(text: str):
     return name, k
 
 
-def table(rows, eval_samples: int) -> str:
+def table(rows, eval_samples: int, ais_images: int = 0) -> str:
     reference = f"{rows[0]['objective']} K={rows[0]['K']}"
+    certified = [(f"log p(x), AIS, first {ais_images} test images", "ais_log_likelihood", 2),
+                 (f"IWAE-{eval_samples}, same images", "is_subset_log_likelihood", 2)] if ais_images else []
     return markdown_table(rows, [
         ("objective", "objective", None), ("K", "K", None), ("test ELBO", "test_elbo", 2),
         (f"test log p(x), IWAE-{eval_samples}", "test_log_likelihood", 2),
@@ -54,19 +58,20 @@ def table(rows, eval_samples: int) -> str:
          else f"{-r['test_log_likelihood']:.2f}"),
         (f"Δ log p(x) vs {reference} (paired)", "delta_log_likelihood", 2),
         ("active units", "active_units", 1), ("k̂ > 0.7", "psis_khat_share_above_0.7", 2),
+        *certified,
         ("s / epoch", "seconds_per_epoch", lambda r: "n/a" if r["seconds_per_epoch"] is None
          else f"{r['seconds_per_epoch']:.1f}"),
     ])
 
 
-def write_summary(out: Path, groups, seeds) -> str:
+def write_summary(out: Path, groups, seeds, ais_images: int = 0) -> str:
     """results.md / results.json and the plots, from the runs finished so far."""
-    rows = summarize(groups, METRICS)
+    rows = summarize(groups, METRICS + (AIS_METRICS if ais_images else ()))
     first = groups[0].runs[0].metrics
     eval_samples = first["eval_samples"]
     protocol = (f"{first['config']['run']['dataset']}, {first['num_test_images']} test images, "
                 f"{first['num_epochs']} epochs, seeds {list(seeds)}, device {first['device']}")
-    text = table(rows, eval_samples)
+    text = table(rows, eval_samples, ais_images)
     write_text(out / "results.md", f"{protocol}\n\n{text}\n")
     write_json(out / "results.json", {"protocol": protocol, "rows": rows})
     plots.plot_bounds_vs_k({g.label: g.runs[0].metrics["bounds"] for g in groups}, out / "bounds_vs_k.png")
@@ -88,10 +93,11 @@ def compare(flags) -> None:
             strict=False, objective=objective, objective_options={"num_particles": k}, seed=seed,
             out=str(out / f"{objective}_K{k}_seed{seed}")))
 
-    summary = []
+    summary, ais = [], ais_column(flags)
     run_comparison(out, [variant(objective, k) for objective, k in runs], seeds, resume=resume,
-                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS,
-                   after_each_run=lambda groups: summary.append(write_summary(out, groups, seeds)))
+                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS, ais=ais,
+                   after_each_run=lambda groups: summary.append(
+                       write_summary(out, groups, seeds, ais.images if ais else 0)))
     print(f"\n{summary[-1]}\n\nNLL is the negative log-likelihood, as papers report it (lower is better); log p(x) "
           f"and the bounds are log-densities (higher is better).\nwritten to {out}/")
 
@@ -106,6 +112,7 @@ def main(argv=None) -> int:
     comparison.add_argument("--seeds", type=int, nargs="+", metavar="N", help="seeds of every run (default: --seed)")
     comparison.add_argument("--resume", action="store_true", default=False,
                             help="continue the comparison in --out: reuse finished runs, continue unfinished ones")
+    add_ais_flags(comparison)
     flags = parse(parser, argv)
     return report_errors(parser.prog, compare, flags)
 

@@ -13,6 +13,8 @@ counted by the main job on the test images (Burda et al., arXiv:1509.00519: Cov_
 Outputs in --out: table.md (means over seeds ± standard error over seeds, pyro_vae.compare) and
 results.json, rewritten after every run, and samples.png (new images from each row's model of the
 first seed). --resume reuses finished runs and continues an interrupted one from its checkpoint.
+With --ais-images N, every run is also certified by AIS on its first N test images (beside
+importance sampling on the same images), kept in <run>/likelihood/.
 """
 
 import sys
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 import pyro_vae
-from pyro_vae.cli import build_parser, parse, report_errors
+from pyro_vae.cli import add_ais_flags, ais_column, build_parser, parse, report_errors
 from pyro_vae.compare import Variant, markdown_table, run_comparison, summarize
 from pyro_vae.outputs import write_json, write_text
 from pyro_vae.plots import plot_sample_panels
@@ -40,10 +42,13 @@ def row_spec(flags, text: str) -> tuple[str, str]:
     return prior, guide
 
 
-def format_table(rows, eval_samples: int, z_dim: int) -> str:
+def format_table(rows, eval_samples: int, z_dim: int, ais_images: int = 0) -> str:
     columns = [("prior", "prior", lambda r: f"`{r['prior']}`"), ("guide", "guide", lambda r: f"`{r['guide']}`")]
     columns += [(f"log p(x), K = {eval_samples}" if key == "test_log_likelihood" else name, key, digits)
                 for key, name, digits in COLUMNS]
+    if ais_images:
+        columns[-1:-1] = [(f"log p(x), AIS, first {ais_images} test images", "ais_log_likelihood", 2),
+                          (f"K = {eval_samples}, same images", "is_subset_log_likelihood", 2)]
     return (markdown_table(rows, columns) + f"\n\nMeans over {rows[0]['seeds']} seeds ± standard error over seeds; "
             f"nats per test image; active units of z_dim = {z_dim} (threshold 1e-2).")
 
@@ -61,18 +66,23 @@ def compare(flags) -> None:
         return Variant(f"{prior} × {guide}", {"prior": prior, "guide": guide}, lambda seed: flags.config(
             strict=False, prior=prior, guide=guide, seed=seed, out=str(out / f"{prior}-{guide}" / f"seed{seed}")))
 
+    ais = ais_column(flags)
+
     def write_summary(groups) -> None:
-        rows = summarize(groups, [key for key, _, _ in COLUMNS])
+        rows = summarize(groups, [key for key, _, _ in COLUMNS] + (["ais_log_likelihood", "is_subset_log_likelihood"]
+                                                                     if ais else []))
         write_json(out / "results.json", [
             {**row, "runs": [{key: run.metrics[key] for key, _, _ in COLUMNS} for run in group.runs],
              "model": group.runs[0].metrics["config"]["model"]} for row, group in zip(rows, groups, strict=True)])
         config = groups[0].runs[0].config
-        write_text(out / "table.md", format_table(rows, config.eval_samples, config.z_dim) + "\n")
+        write_text(out / "table.md", format_table(rows, config.eval_samples, config.z_dim, ais.images if ais else 0)
+                   + "\n")
         if len(groups) == len(pairs) and len(groups[-1].runs) == len(seeds):  # the last run: the samples figure
             plot_sample_panels({g.label: pyro_vae.load(g.runs[0].folder) for g in groups}, out / "samples.png")
 
     run_comparison(out, [variant(prior, guide) for prior, guide in pairs], seeds, resume=resume,
-                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS, after_each_run=write_summary)
+                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS, after_each_run=write_summary,
+                   ais=ais)
     print(f"\n{(out / 'table.md').read_text()}\nwritten to {out}/: table.md, results.json, samples.png "
           f"({(time.perf_counter() - start) / 60:.1f} min)")
 
@@ -87,6 +97,7 @@ def main(argv=None) -> int:
                             help="training seeds per row (default: 0 1 2)")
     comparison.add_argument("--resume", action="store_true", default=False,
                             help="continue the comparison in --out: reuse finished runs, continue unfinished ones")
+    add_ais_flags(comparison)
     flags = parse(parser, argv)
     return report_errors(parser.prog, compare, flags)
 

@@ -361,3 +361,101 @@ def main(argv: Sequence[str] | None = None, description: str = __doc__, prog: st
         run(config_from_argv(description, argv, parser_prog))
 
     return report_errors(parser_prog, configure_and_run)
+
+
+CERTIFY_DESCRIPTION = """Certify the test log-likelihood of a saved run: importance sampling against AIS on the first
+--images test images, the BDMC sandwich on images simulated from the model, the inference gaps.
+
+    python examples/certify_likelihood.py results/mnist_svi                    # IS (K = 1000, 5000) and AIS
+    python examples/certify_likelihood.py results/mnist_svi --bdmc-images 50 --gaps
+
+Writes <run>/likelihood/ (or --out): likelihood.json, likelihood.pt, ais_vs_is.png, bdmc.png."""
+
+
+def certify_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Command-line entry point of ``examples/certify_likelihood.py``."""
+    from .certify import CertifySettings, certify
+
+    defaults = CertifySettings()
+    parser = ArgumentParser(description=CERTIFY_DESCRIPTION, prog=prog, formatter_class=HelpFormatter)
+    parser.add_argument("run", metavar="RUN", help="a run folder written by examples/mnist_svi.py (or its best.pt)")
+    count = _bounded(int, 1, False)
+    parser.add_argument("--images", type=count, default=defaults.images, metavar="N",
+                        help=f"the first N test images (default: {defaults.images})")
+    parser.add_argument("--is-samples", type=count, nargs="+", default=list(defaults.is_samples), metavar="K",
+                        help="K of the importance-sampled estimates (default: 1000 5000)")
+    parser.add_argument("--ais-steps", type=count, default=defaults.ais_steps, metavar="T",
+                        help=f"AIS transitions per chain (default: {defaults.ais_steps})")
+    parser.add_argument("--ais-chains", type=count, default=defaults.ais_chains, metavar="C",
+                        help=f"AIS chains per image (default: {defaults.ais_chains})")
+    parser.add_argument("--bdmc-images", type=_bounded(int, 0, False), default=0, metavar="N",
+                        help="images simulated from the model for the BDMC sandwich (default: 0, none)")
+    parser.add_argument("--bdmc-steps", type=count, nargs="+", default=list(defaults.bdmc_steps), metavar="T",
+                        help="AIS steps of each BDMC sandwich (default: 100 500)")
+    parser.add_argument("--gaps", action="store_true", help="the approximation and amortization gaps too")
+    parser.add_argument("--gap-steps", type=count, default=defaults.gap_steps, metavar="N",
+                        help=f"steps of the per-image ELBO optimization (default: {defaults.gap_steps})")
+    parser.add_argument("--seed", type=_bounded(int, 0, False), default=0, metavar="N", help="seed (default: 0)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: RUN/likelihood)")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the run's data set is (default: the run's)")
+    parser.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device (default: cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier certification in the folder")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    args = parser.parse_args(argv)
+    name = prog or parser.prog
+
+    def certify_and_report() -> None:
+        settings = CertifySettings(args.images, tuple(args.is_samples), args.ais_steps, args.ais_chains,
+                                   args.bdmc_images, tuple(args.bdmc_steps), args.gaps, args.gap_steps, args.seed)
+        summary = certify(args.run, settings, out=args.out, data_dir=args.data_dir, device=args.device,
+                          overwrite=args.overwrite, progress=args.progress)
+        print(format_certificate(summary))
+
+    return report_errors(name, certify_and_report)
+
+
+def format_certificate(summary: dict) -> str:
+    """The certificate as a Markdown table (nats per image, ± standard error over images)."""
+    def cell(entry: dict) -> str:
+        stderr = entry.get("stderr")
+        return f"{entry['mean']:.2f}" + ("" if stderr is None else f" ± {stderr:.2f}")
+
+    rows = [("estimate of log p(x)", "nats per image", "s / image")]
+    for key in sorted((k for k in summary if k.startswith("is_")), key=lambda k: int(k[3:])):
+        khat = summary[key]["khat_share_above_0.7"]
+        rows.append((f"importance sampling, K = {key[3:]}" + (f" (k̂ > 0.7: {khat:.0%})" if khat is not None else ""),
+                     cell(summary[key]), f"{summary[key]['seconds_per_image']:.3f}"))
+    ais_entry = summary["ais"]
+    rows.append((f"AIS, {ais_entry['steps']} steps × {ais_entry['chains']} chains (acceptance {ais_entry['acceptance']:.2f})",
+                 cell(ais_entry), f"{ais_entry['seconds_per_image']:.3f}"))
+    reference = summary["ais_minus_is"]["is"].removeprefix("is_")
+    rows.append((f"AIS − importance sampling (K = {reference}), paired per image", cell(summary["ais_minus_is"]), ""))
+    for sandwich in summary.get("bdmc", []):
+        rows.append((f"BDMC on simulated images, {sandwich['steps']} steps: lower / upper / width",
+                     f"{cell(sandwich['lower'])} / {cell(sandwich['upper'])} / {cell(sandwich['width'])}",
+                     f"{sandwich['seconds_per_image']:.3f}"))
+    if "gaps" in summary:
+        gaps = summary["gaps"]
+        both = f"{cell(gaps['approximation'])} / {cell(gaps['amortization'])}"
+        rows.append(("approximation gap / amortization gap", both, f"{gaps['seconds_per_image']:.3f}"))
+    lines = [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines.insert(1, "| --- | --- | ---: |")
+    return (f"{summary['dataset']}, the first {summary['test_images']} test images, model of {summary['run']}\n\n"
+            + "\n".join(lines) + f"\n\nwritten to {summary['out']}/")
+
+
+def add_ais_flags(group) -> None:
+    """The flags of a comparison's optional AIS column (:class:`pyro_vae.compare.AISColumn`)."""
+    count = _bounded(int, 1, False)
+    group.add_argument("--ais-images", type=_bounded(int, 0, False), default=0, metavar="N",
+                       help="also certify every run by AIS on its first N test images (default: 0, no AIS column)")
+    group.add_argument("--ais-steps", type=count, default=500, metavar="T", help="AIS steps (default: 500)")
+    group.add_argument("--ais-chains", type=count, default=16, metavar="C", help="AIS chains per image (default: 16)")
+
+
+def ais_column(flags: Flags):
+    """The AIS column the flags ask for, or None."""
+    from .compare import AISColumn
+
+    images = flags.extra.get("ais_images", 0)
+    return AISColumn(images, flags.extra["ais_steps"], flags.extra["ais_chains"]) if images else None

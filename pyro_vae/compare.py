@@ -119,13 +119,44 @@ class Variant:
 COMPARISON_MARKER = "results.json"
 
 
+@dataclasses.dataclass(frozen=True)
+class AISColumn:
+    """AIS on the first ``images`` test images of every run (``steps`` × ``chains``), beside
+    importance sampling on the same images: the columns ``ais_log_likelihood`` and
+    ``is_subset_log_likelihood`` (± ``_stderr``)."""
+
+    images: int
+    steps: int = 500
+    chains: int = 16
+
+
+def add_ais(record: RunRecord, column: AISColumn, resume: bool) -> RunRecord:
+    """Certify the run's first test images with AIS (:func:`pyro_vae.certify.certify`, kept in
+    ``<run>/likelihood``; reused with ``resume``) and add its numbers to the record's metrics."""
+    from .certify import CertifySettings, certify
+
+    saved = record.folder / "likelihood" / "likelihood.json"
+    settings = CertifySettings(images=column.images, is_samples=(record.metrics["eval_samples"],),
+                               ais_steps=column.steps, ais_chains=column.chains)
+    summary = json.loads(saved.read_text()) if resume and saved.is_file() else None
+    if summary is None or summary["settings"] != dataclasses.asdict(settings):
+        print(f"{record.folder}: AIS on the first {column.images} test images")
+        summary = certify(record.folder, settings, overwrite=True, progress=False)
+    reference = summary[f"is_{record.metrics['eval_samples']}"]
+    record.metrics.update(ais_log_likelihood=summary["ais"]["mean"], ais_log_likelihood_stderr=summary["ais"]["stderr"],
+                          is_subset_log_likelihood=reference["mean"], is_subset_log_likelihood_stderr=reference["stderr"],
+                          ais_images=summary["test_images"])
+    return record
+
+
 def run_comparison(folder: str | Path, variants: Sequence[Variant], seeds: Sequence[int], *, resume: bool,
-                   overwrite: bool, outputs: Sequence[str],
-                   after_each_run: Callable[[list[Group]], None]) -> list[Group]:
+                   overwrite: bool, outputs: Sequence[str], after_each_run: Callable[[list[Group]], None],
+                   ais: AISColumn | None = None) -> list[Group]:
     """Run (or, with ``resume``, reuse) every variant with every seed, each run in its own folder,
     holding the comparison's folder (locked; a fresh comparison refuses one that holds a comparison
     unless ``overwrite``). ``after_each_run`` is called with the groups so far after every run, so
-    the summary on disk is never older than the last finished run."""
+    the summary on disk is never older than the last finished run. With ``ais``, every run is also
+    certified by AIS on a stated subset of test images (:class:`AISColumn`)."""
     claim = RunDirectory(folder, markers=(COMPARISON_MARKER,), outputs=outputs).claim(fresh=not resume,
                                                                                       overwrite=overwrite)
     groups: list[Group] = []
@@ -136,7 +167,8 @@ def run_comparison(folder: str | Path, variants: Sequence[Variant], seeds: Seque
                 groups.append(group)
                 for seed in seeds:
                     print(f"\n=== {variant.label}, seed {seed} ===")
-                    group.runs.append(run_or_reuse(variant.config(seed), resume))
+                    record = run_or_reuse(variant.config(seed), resume)
+                    group.runs.append(add_ais(record, ais, resume) if ais is not None else record)
                     after_each_run([g for g in groups if g.runs])
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"interrupted; the finished runs are kept in {folder}: continue the comparison "

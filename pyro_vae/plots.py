@@ -179,3 +179,38 @@ def plot_training_curves(histories: dict[str, Sequence[dict]], path: Path) -> Pa
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)
+
+
+def plot_ais_vs_is(importance: torch.Tensor, annealed: torch.Tensor, path: Path, label: str = "IS") -> Path:
+    """Per test image, AIS's log p(x) minus importance sampling's: how much the importance-sampled
+    estimate (a lower bound in expectation) misses, image by image."""
+    difference = (annealed - importance).double()
+    fig, axes = _subplots(1, 2, figsize=(11, 4.2))
+    axes[0].scatter(importance, annealed, s=8)
+    low, high = min(importance.min(), annealed.min()).item(), max(importance.max(), annealed.max()).item()
+    axes[0].plot([low, high], [low, high], color="k", linestyle="--", linewidth=1)
+    axes[0].set_xlabel(f"log p(x), importance sampling ({label})")
+    axes[0].set_ylabel("log p(x), AIS")
+    axes[0].set_title("per test image")
+    axes[1].hist(difference.numpy(), bins=30)
+    axes[1].axvline(0, color="k", linestyle="--", linewidth=1)
+    axes[1].set_xlabel("AIS − importance sampling (nats)")
+    axes[1].set_ylabel("test images")
+    axes[1].set_title(f"mean {difference.mean().item():+.2f} nats")
+    return _save(fig, path)
+
+
+def plot_bdmc(sandwiches: Sequence[dict], path: Path) -> Path:
+    """The BDMC bounds on simulated images (mean lower and upper bound ± standard error) against
+    the number of AIS steps: the sandwich closing on log p(x)."""
+    steps = [s["steps"] for s in sandwiches]
+    fig, ax = _subplots(figsize=(6.5, 4.5))
+    for key, name in (("upper", "reverse AIS (upper bound)"), ("lower", "forward AIS (lower bound)")):
+        ax.errorbar(steps, [s[key]["mean"] for s in sandwiches], yerr=[s[key]["stderr"] or 0 for s in sandwiches],
+                    marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("AIS steps")
+    ax.set_ylabel("log p(x) of simulated images (nats per image)")
+    ax.set_title("BDMC sandwich")
+    ax.legend()
+    return _save(fig, path)

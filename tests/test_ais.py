@@ -1,6 +1,7 @@
 """Annealed importance sampling against closed forms: a 2-D mixture with a known normalizer, and the
 linear-Gaussian VAE with a correlated posterior and an exact log p(x)."""
 
+import json
 import math
 
 import pytest
@@ -157,3 +158,45 @@ def test_the_gaps_of_a_trained_flow_guide_run_and_are_finite():
     gaps = pyro_vae.inference_gaps(vae, x, num_steps=20, num_chains=4, optimize_steps=20, elbo_samples=200)
     assert all(torch.isfinite(getattr(gaps, name)).all() for name in ("approximation", "amortization"))
     assert gaps.summary()["amortization"][0] > -1.0
+
+
+# -- from the command line and in comparisons ----------------------------------------------------------------------
+
+def test_certify_a_saved_run_from_the_command_line(synthetic_data_dir, tmp_path, capsys):
+    from pyro_vae.cli import certify_main, main
+
+    from .conftest import exit_status
+    from .test_example import quick_args
+
+    run = tmp_path / "run"
+    assert main(quick_args(synthetic_data_dir, run, "--num-epochs", "2")) == 0
+    argv = [str(run), "--images", "6", "--is-samples", "50", "200", "--ais-steps", "20", "--ais-chains", "4",
+            "--bdmc-images", "3", "--bdmc-steps", "5", "20", "--gaps", "--gap-steps", "20", "--no-progress"]
+    assert certify_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "AIS, 20 steps × 4 chains" in printed and "BDMC on simulated images, 20 steps" in printed
+    summary = json.loads((run / "likelihood" / "likelihood.json").read_text())
+    assert summary["test_images"] == 6 and [s["steps"] for s in summary["bdmc"]] == [5, 20]
+    assert summary["is_200"]["khat_share_above_0.7"] is not None and summary["is_50"]["khat_share_above_0.7"] is None
+    per_image = torch.load(run / "likelihood" / "likelihood.pt", weights_only=True)
+    assert per_image["ais"].shape == per_image["is_200"].shape == per_image["approximation_gap"].shape == (6,)
+    for name in ("ais_vs_is.png", "bdmc.png"):
+        assert (run / "likelihood" / name).stat().st_size > 0
+    assert exit_status(certify_main, argv) == 2  # the folder holds a certificate: refused without --overwrite
+    assert "already holds a run" in capsys.readouterr().err
+    assert exit_status(certify_main, [str(tmp_path / "nothing")]) == 2
+    assert "no such checkpoint file or run folder" in capsys.readouterr().err
+
+
+def test_comparisons_take_an_ais_column(synthetic_data_dir, tmp_path):
+    from .test_compare_bounds import compare_args, load_compare_bounds
+
+    out = tmp_path / "compare"
+    argv = compare_args(synthetic_data_dir, out, "--runs", "elbo:1", "iwae:2", "--ais-images", "5", "--ais-steps", "10",
+                        "--ais-chains", "4")
+    assert load_compare_bounds().main(argv) == 0
+    table = (out / "results.md").read_text()
+    assert "log p(x), AIS, first 5 test images" in table and "IWAE-100, same images" in table
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert all(math.isfinite(row["ais_log_likelihood"]) for row in rows)
+    assert (out / "elbo_K1_seed0" / "likelihood" / "likelihood.json").is_file()
