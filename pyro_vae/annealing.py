@@ -184,7 +184,7 @@ def _progress(iterable, enabled: bool, description: str):
 
 def noise_map(q: Distribution) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """For a guide's q(z|x), the map ε ↦ (z = g(ε), log q(z|x)) with ε ~ N(0, I): the reparameterization
-    every guide uses, with log q from g's log-Jacobian, log q(g(ε)) = log N(ε; 0, I) − log |det ∂g/∂ε|.
+    every guide uses, with log q from g's log-Jacobian, log q(g(ε)) = log N(ε; 0, I) − log abs(det ∂g/∂ε).
     Covers the library's guides: a diagonal Gaussian, a full-rank Gaussian, and a flow on top of one
     (a ``TransformedDistribution``, such as the IAF guide), whose transforms run forward only."""
     standard = Normal(0.0, 1.0)
@@ -240,7 +240,7 @@ def noise_inverse(q: Distribution) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _sum_event(log_det: torch.Tensor, transform, z: torch.Tensor) -> torch.Tensor:
-    """A transform's log|det J| summed to one number per z (elementwise transforms return it per entry)."""
+    """A transform's log abs(det J) summed to one number per z (elementwise transforms return it per entry)."""
     return log_det.sum(-1) if log_det.dim() == z.dim() else log_det
 
 
