@@ -146,7 +146,8 @@ def certify(run: str | Path, settings: CertifySettings = CertifySettings(), *, o
             summary["gaps"]["seconds_per_image"] = seconds / len(x)
         save_torch(folder / "likelihood.pt", per_image)
         write_json(folder / "likelihood.json", summary)
-        plots.plot_ais_vs_is(per_image[best_is], per_image["ais"], folder / "ais_vs_is.png", label=best_is)
+        plots.plot_ais_vs_is(per_image[best_is], per_image["ais"], folder / "ais_vs_is.png",
+                             label=f"K = {max(settings.is_samples)}")
         if settings.bdmc_images:
             plots.plot_bdmc(summary["bdmc"], folder / "bdmc.png")
     summary["out"] = str(folder.path)
