@@ -29,7 +29,7 @@ class FlowPosterior(dist.TransformedDistribution):
 
     _chain: tuple = ()
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: tuple = ()) -> torch.Tensor:
         z = self.base_dist.rsample(sample_shape)
         chain = [z]
         for transform in self.transforms:
