@@ -181,3 +181,15 @@ def test_flow_path_log_prob_has_the_gradient_of_log_q_at_fixed_parameters():
         assert reference_gradient.abs().max() > 0.5  # a real gradient, not zeros on both sides
     finally:
         torch.set_default_dtype(default)
+
+
+def test_fill_tril_is_torchs_row_by_row_layout():
+    """The full-rank guide's sync-free tril fill equals ``vec_to_tril_matrix`` (the layout checkpoints hold)."""
+    from torch.distributions.utils import vec_to_tril_matrix
+
+    from pyro_vae.guides.full_rank import fill_tril
+
+    entries = torch.randn(2, 3, 10, requires_grad=True)
+    torch.testing.assert_close(fill_tril(entries, 4), vec_to_tril_matrix(entries), rtol=0, atol=0)
+    fill_tril(entries, 4).sum().backward()
+    torch.testing.assert_close(entries.grad, torch.ones_like(entries))

@@ -5,7 +5,6 @@ import math
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.distributions.utils import vec_to_tril_matrix
 
 from .. import kl  # noqa: F401  (registers KL(MultivariateNormal ‖ Independent(Normal)))
 from ..registry import GUIDES, Option
@@ -52,7 +51,18 @@ class FullRankNormalGuide(nn.Module):
 
     def forward(self, encoded: torch.Tensor) -> dist.Distribution:
         z_loc, tril_entries = encoded.split([self.z_dim, encoded.shape[-1] - self.z_dim], dim=-1)
-        raw = vec_to_tril_matrix(tril_entries)
+        raw = fill_tril(tril_entries, self.z_dim)
         diagonal = positive_scale(raw.diagonal(dim1=-2, dim2=-1), self.min_scale)
         scale_tril = raw.tril(-1) / math.sqrt(self.z_dim) + torch.diag_embed(diagonal)
         return dist.MultivariateNormal(z_loc, scale_tril=scale_tril)
+
+
+def fill_tril(entries: torch.Tensor, dim: int) -> torch.Tensor:
+    """The ``(..., dim, dim)`` lower-triangular matrix whose entries, row by row, are the last axis of
+    ``entries`` (``dim (dim + 1) / 2`` of them), zeros above the diagonal. An integer-index write:
+    torch's ``vec_to_tril_matrix`` writes through a boolean mask, which costs a ``nonzero`` (a
+    device-to-host synchronization on a GPU) on every call."""
+    rows, cols = torch.tril_indices(dim, dim, device=entries.device)
+    matrix = entries.new_zeros(*entries.shape[:-1], dim, dim)
+    matrix[..., rows, cols] = entries
+    return matrix
