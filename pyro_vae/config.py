@@ -84,16 +84,19 @@ class RunConfig:
     dataset: str = setting("mnist", section="data", choices="dataset", help="the data set")
     data_dir: str | None = setting(
         None, section="data", resume=FREE, metavar="DIR", path=True,
-        help="folder in torchvision's layout <dir>/MNIST/raw/*-ubyte.gz, only read (default: $PYRO_VAE_DATA, "
-             "else torchvision downloads into the cache $PYRO_VAE_CACHE, default ~/.cache/pyro_vae)")
-    binarize: str = setting(
-        "dynamic", section="data", choices="binarize",
-        help="dynamic: a fresh Bernoulli draw of the training images each epoch; static: one seeded draw; "
-             "none: grey levels (continuous likelihoods only)")
+        help="folder in torchvision's layout <dir>/MNIST/raw/*-ubyte.gz (binarized-mnist: "
+             "<dir>/binarized_mnist/*.amat[.gz]), only read (default: $PYRO_VAE_DATA, else the files are downloaded "
+             "into the cache $PYRO_VAE_CACHE, default ~/.cache/pyro_vae)")
+    binarize: str | None = setting(
+        None, section="data", choices="binarize",
+        help="dynamic (the default for grey-level data sets): a fresh Bernoulli draw of the training images each "
+             "epoch; static: one seeded draw; none: grey levels (continuous likelihoods only). Not for "
+             "binarized-mnist, which is binary already")
     train_size: int | None = setting(None, section="data", minimum=1, metavar="N",
                                      help="train on the first N training images (default: all but the validation split)")
     val_size: int = setting(1000, section="data", minimum=0, metavar="N",
-                            help="the last N training images, held out for validation and model selection")
+                            help="the last N training images, held out for validation and model selection "
+                                 "(binarized-mnist: the first N of its own validation split)")
     test_size: int | None = setting(None, section="data", minimum=1, resume=OVERRIDE, metavar="N",
                                     help="evaluate on the first N test images (default: all)")
     # -- model
@@ -160,6 +163,10 @@ class RunConfig:
         for kind in PIECE_KINDS:
             object.__setattr__(self, f"{kind}_options", _resolve_options(kind, getattr(self, kind),
                                                                            getattr(self, f"{kind}_options")))
+        from .data import DATASETS, check_binarization
+
+        binarization = check_binarization(DATASETS[self.dataset], self.binarize)
+        object.__setattr__(self, "binarize", None if DATASETS[self.dataset].binarized else binarization)
         if self.seed >= 2 ** 32:
             raise ConfigError("seed", f"must be below 2^32 (NumPy's seed range), got {self.seed}")
         if self.evaluate_only and self.resume is None:

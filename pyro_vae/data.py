@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST as tensors resident on the training device.
+"""MNIST, Fashion-MNIST and Larochelle's binarized MNIST as tensors resident on the training device.
 
 Files: torchvision's dataset classes read ``<root>/<ClassName>/raw/``. The directory given by
 ``data_dir`` (``--data-dir`` or ``$PYRO_VAE_DATA``) is treated as read-only: its files
@@ -26,6 +26,11 @@ Binarization (the Bernoulli likelihood is a density on {0, 1}^D only):
 
 The binarization seed is a constant of the data (:data:`BINARIZE_SEED`), not the training seed, so
 runs with different seeds are evaluated on the same binary images.
+
+``binarized-mnist`` is already binary, one fixed draw published with its own train / validation /
+test split and no labels (:mod:`pyro_vae.binarized_mnist`): no binarization applies to it, its
+validation images come from its own validation split, and its training images are all 50,000 of
+its training split.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from . import binarized_mnist
 from .errors import ConfigError, DataError, DataNotFoundError, OutputError
 from .outputs import describe_os_error
 
@@ -60,6 +66,22 @@ class DatasetSpec:
     num_train: int
     num_test: int
     checksums: dict
+    #: the size of a validation split of its own (0: validation images are held out of the training set)
+    num_val: int = 0
+    #: one fixed, published binarization: the images are binary and ``binarize`` does not apply
+    binarized: bool = False
+    labelled: bool = True
+
+    @property
+    def layout(self) -> str:
+        """Where its files go under a data directory (for messages)."""
+        if self.binarized:
+            return f"{self.class_name}/binarized_mnist_{{train,valid,test}}.amat[.gz]"
+        return f"{self.class_name}/raw/*-ubyte.gz, torchvision's layout"
+
+    def num_fit(self, val_size: int) -> int:
+        """The training images left once ``val_size`` validation images are set aside."""
+        return self.num_train if self.num_val else self.num_train - val_size
 
 
 DATASETS = {
@@ -75,6 +97,8 @@ DATASETS = {
         "t10k-images-idx3-ubyte": {"bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"},
         "t10k-labels-idx1-ubyte": {"bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"},
     }),
+    "binarized-mnist": DatasetSpec("binarized-mnist", binarized_mnist.FOLDER, (1, 28, 28), 50_000, 10_000,
+                                   binarized_mnist.CHECKSUMS, num_val=10_000, binarized=True, labelled=False),
 }
 BINARIZATIONS = ("dynamic", "static", "none")
 BINARIZE_SEED = 0
@@ -232,10 +256,11 @@ def binarize(images: torch.Tensor, seed: int | None = None) -> torch.Tensor:
 
 @dataclasses.dataclass
 class Split:
-    """Images ``(N, 1, 28, 28)`` in [0, 1] (or {0, 1}) and labels ``(N,)``, on one device."""
+    """Images ``(N, 1, 28, 28)`` in [0, 1] (or {0, 1}) and labels ``(N,)`` (``None`` for a data set
+    without labels), on one device."""
 
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -248,7 +273,7 @@ class ImageData:
     train: Split
     val: Split
     test: Split
-    binarize: str
+    binarize: str  # dynamic, static or none; "fixed" for a data set published binarized
     name: str
     files: dict = dataclasses.field(default_factory=dict)  # raw file name -> MD5 of the file read
 
@@ -275,7 +300,7 @@ class ImageData:
         return -(-len(self.train) // batch_size)
 
 
-def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization: str = "dynamic",
+def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization: str | None = None,
               train_size: int | None = None, val_size: int = 1000, test_size: int | None = None,
               device: torch.device | str = "cpu") -> ImageData:
     """Load a data set into memory on ``device``, from files verified against its checksums.
@@ -283,17 +308,24 @@ def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization
     The validation split is the *last* ``val_size`` training images (held out, never trained on;
     used for model selection); the training split is the first ``train_size`` of the rest, the test
     split the first ``test_size`` test images (``None``: all). The test split is never used to
-    choose anything.
+    choose anything. A data set with a validation split of its own (``binarized-mnist``) takes the
+    first ``val_size`` images of that split instead, and trains on its whole training split.
+    ``binarization`` ``None`` is the data set's own: dynamic for grey-level images, the published one
+    for ``binarized-mnist`` (which takes no other).
 
     :raises ConfigError: for a size or name that does not fit the data set (naming the argument).
     :raises DataError: for a missing, corrupt or misplaced data file (naming the file).
     """
-    if binarization not in BINARIZATIONS:
-        raise ConfigError("binarize", f"unknown binarization {binarization!r}; choose one of {list(BINARIZATIONS)}")
+    if dataset not in DATASETS:
+        raise ConfigError("dataset", f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}")
+    spec = DATASETS[dataset]
+    binarization = check_binarization(spec, binarization)
     for name, size in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
             raise ConfigError(name, f"must be an integer >= 0, got {size!r}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    if spec.binarized:
+        return _load_binarized(spec, data_dir, train_size, val_size, test_size, device)
     train_set = load_torchvision(dataset, data_dir, train=True)
     test_set = load_torchvision(dataset, data_dir, train=False)
 
@@ -325,3 +357,48 @@ def load_data(dataset: str = "mnist", data_dir: Path | None = None, binarization
         if binarization == "static":
             train.images = binarize(train.images, seed=BINARIZE_SEED)
     return ImageData(train, val, test, binarization, dataset, data_fingerprint(dataset, data_dir))
+
+
+def check_binarization(spec: DatasetSpec, binarization: str | None) -> str:
+    """The binarization of ``spec``'s images: ``binarization`` (``None``: dynamic) for a grey-level
+    data set, ``"fixed"`` for a published binarized one, which takes none (:class:`ConfigError`)."""
+    if spec.binarized:
+        if binarization is not None:
+            raise ConfigError("binarize", f"does not apply to {spec.name}: its images are already binary, one fixed "
+                              f"published binarization with its own splits; leave binarize unset (got "
+                              f"{binarization!r}), or choose --dataset mnist for {binarization} binarization")
+        return "fixed"
+    if binarization is None:
+        return "dynamic"
+    if binarization not in BINARIZATIONS:
+        raise ConfigError("binarize", f"unknown binarization {binarization!r}; choose one of {list(BINARIZATIONS)}")
+    return binarization
+
+
+def _load_binarized(spec: DatasetSpec, data_dir: Path | None, train_size: int | None, val_size: int,
+                    test_size: int | None, device) -> ImageData:
+    """The published splits: the first ``train_size`` training images, the first ``val_size`` of the
+    validation split, the first ``test_size`` test images; no labels."""
+    if data_dir is not None and not data_dir.is_dir():
+        raise DataNotFoundError(f"data directory {data_dir} does not exist. Pass --data-dir (or set PYRO_VAE_DATA) "
+                                f"to a directory holding {spec.layout}.")
+    for name, size, available in (("train_size", train_size, spec.num_train), ("val_size", val_size, spec.num_val),
+                                  ("test_size", test_size, spec.num_test)):
+        if size is not None and size > available:
+            raise ConfigError(name, f"{size} asks for more than the {available} images of {spec.name}'s "
+                              f"{name.removesuffix('_size')} split; use at most {available}")
+    if train_size == 0:
+        raise ConfigError("train_size", "0 leaves nothing to train on")
+    if test_size == 0:
+        raise ConfigError("test_size", f"must be between 1 and the {spec.num_test} test images, got 0")
+    try:
+        images, files = binarized_mnist.load_splits(data_dir, _cache_for(data_dir))
+    except OSError as error:
+        raise OutputError(describe_os_error(error, error.filename or cache_dir(), "use the data cache")) from None
+
+    def to_split(x: torch.Tensor, n: int | None) -> Split:
+        x = x[:n] if n is not None else x
+        return Split(x.reshape(-1, *spec.x_shape).to(device=device, dtype=torch.float32), None)
+
+    return ImageData(to_split(images["train"], train_size), to_split(images["valid"], val_size),
+                     to_split(images["test"], test_size), "fixed", spec.name, files)

@@ -90,7 +90,7 @@ def run(config: RunConfig) -> RunResult:
     if config.data_dir is not None and not Path(config.data_dir).expanduser().is_dir():
         what = "is a file, not a folder" if Path(config.data_dir).expanduser().exists() else "does not exist"
         raise DataNotFoundError(f"the data directory {config.data_dir} {what} (--data-dir); it should hold "
-                                f"{DATASETS[config.dataset].class_name}/raw/*-ubyte.gz, torchvision's layout")
+                                f"{DATASETS[config.dataset].layout}")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     resumed = _load_resumed(config, device) if config.resume is not None else None
@@ -98,8 +98,8 @@ def run(config: RunConfig) -> RunResult:
     model_config = resumed.record["model_config"] if resumed else config.model_config(x_shape)
     spec = DATASETS[config.dataset]
     train = not config.evaluate_only
-    memory = estimate_memory(config, model_config, spec.num_train + spec.num_test,
-                             config.train_size or spec.num_train - config.val_size, config.test_size or spec.num_test,
+    memory = estimate_memory(config, model_config, spec.num_train + spec.num_val + spec.num_test,
+                             config.train_size or spec.num_fit(config.val_size), config.test_size or spec.num_test,
                              train)
     check_memory(memory, device)
     folder = RunDirectory(config.out)

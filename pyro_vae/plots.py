@@ -60,8 +60,10 @@ def plot_samples(vae: VAE, path: Path, n: int = 64) -> Path:
     return _show_grid(grid, "samples: E[x | z], z ~ p(z)", path, width=6.0)
 
 
-def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
-    """Scatter of E_q[z|x] coloured by label; the first two principal components when z_dim > 2."""
+def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: Path) -> Path:
+    """Scatter of E_q[z|x] coloured by label; the first two principal components when z_dim > 2.
+    Without labels (binarized MNIST has none) the points are coloured by the share of pixels on, a
+    property of the image itself, and the title says so."""
     z = latent_means(vae, x, num_samples=64).cpu()
     axis_names = ("z[0]", "z[1]")
     if z.shape[1] > 2:
@@ -73,11 +75,18 @@ def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: Path) -> 
     elif z.shape[1] == 1:
         z = torch.cat([z, torch.zeros_like(z)], dim=1)
     fig, ax = _subplots(figsize=(6.5, 5.5))
-    points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=4, alpha=0.7)
-    fig.colorbar(points, ax=ax, label="label")
+    if labels is not None:
+        points = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=4, alpha=0.7)
+        fig.colorbar(points, ax=ax, label="label")
+        title = "latent means E_q[z | x] of test images"
+    else:
+        ink = x.flatten(1).mean(1).cpu()
+        points = ax.scatter(z[:, 0], z[:, 1], c=ink, cmap="viridis", s=4, alpha=0.7)
+        fig.colorbar(points, ax=ax, label="share of pixels on")
+        title = "latent means E_q[z | x] of test images (no labels: coloured by ink)"
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
-    ax.set_title("latent means E_q[z | x] of test images")
+    ax.set_title(title)
     return _save(fig, path)
 
 

@@ -78,9 +78,26 @@ def accept_as_real(root: Path) -> None:
 
     for spec in DATASETS.values():
         for name, accepted in spec.checksums.items():
-            path = root / spec.class_name / "raw" / name
+            path = root / spec.class_name / ("" if spec.binarized else "raw") / name
             if path.is_file():
                 accepted.add(file_md5(path))
+
+
+def make_synthetic_binarized_mnist(root: Path, sizes=(300, 100, 100), seed: int = 0) -> dict:
+    """Larochelle's layout with small random {0, 1} images, ``<root>/binarized_mnist/*.amat``, accepted as
+    real; returns {split: the (N, 784) uint8 array written}."""
+    from pyro_vae.binarized_mnist import FOLDER, SPLITS
+
+    rng = np.random.default_rng(seed)
+    folder = root / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for (split, name), n in zip(SPLITS.items(), sizes):
+        bits = (rng.random((n, 784)) < 0.13).astype(np.uint8)
+        (folder / name).write_text("".join(" ".join(map(str, row)) + "\n" for row in bits))
+        written[split] = bits
+    accept_as_real(root)
+    return written
 
 
 @pytest.fixture(scope="session")
