@@ -1,11 +1,13 @@
 """Inverse autoregressive flow on top of the diagonal Gaussian guide, conditioned on the encoder."""
 
+import functools
 from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions import transforms
 from pyro.distributions.transforms.utils import clamp_preserve_gradients
+from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 from torch.nn import functional as F
 
@@ -73,11 +75,10 @@ class FlowPosterior(dist.TransformedDistribution):
             z0 = self._chain[0].detach().requires_grad_()
             (score,) = torch.autograd.grad(self.base_dist.log_prob(z0).sum(), z0)
         for transform, z_in in zip(self.transforms, self._chain[:-1]):
-            jacobian, log_det_grad = step_jacobian(transform, z_in.detach())
             order = transform.arn.permutation
-            lower = jacobian[..., order, :][..., :, order]  # triangular in the autoregressive order
-            rhs = (score - log_det_grad)[..., order].unsqueeze(-1)
-            solved = torch.linalg.solve_triangular(lower.mT, rhs, upper=True).squeeze(-1)
+            jacobian_t, log_det_grad = step_jacobian(transform, z_in.detach(), order)  # Jᵀ upper triangular
+            rhs = (score[..., order] - log_det_grad).unsqueeze(-1)
+            solved = torch.linalg.solve_triangular(jacobian_t, rhs, upper=True).squeeze(-1)
             score = torch.empty_like(solved).index_copy_(-1, order, solved)
         return score
 
@@ -96,21 +97,86 @@ def affine_step(transform: transforms.AffineAutoregressive, z: torch.Tensor) -> 
     return log_scale.exp() * z + mean, log_scale.sum(-1)
 
 
-def step_jacobian(transform, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """J[..., i, j] = ∂z_out_i/∂z_j and ∇_z log |det J| of an affine autoregressive step at ``z``, by
+def step_jacobian(transform, z: torch.Tensor, order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jᵀ, the transposed Jacobian Jᵀ[..., j, i] = ∂z_out_i/∂z_j, and ∇_z log |det J| of an affine
+    autoregressive step at ``z``, with the coordinates taken in ``order`` (default: as they are).
+    In the step's autoregressive order (``transform.arn.permutation``) Jᵀ is upper triangular.
+
+    For a step on Pyro's MADE network (``ConditionalAutoRegressiveNN``, the IAF guide's), in closed
+    form from the network's masked weights (:func:`made_step_jacobian`); for any other network, by
     forward-mode differentiation along each coordinate direction at once (``torch.func.vmap`` of
     ``torch.func.jvp``; the rows of a batch are independent, so one direction serves them all)."""
     if not isinstance(transform, transforms.AffineAutoregressive):
         raise NotImplementedError(f"the path derivative of a flow knows affine autoregressive steps, not "
                                   f"{type(transform).__name__}")
     dim = z.shape[-1]
+    order = torch.arange(dim, device=z.device) if order is None else order
+    made = _made_of(transform)
+    if made is not None:
+        return made_step_jacobian(transform, *made, z, order)
     directions = torch.eye(dim, dtype=z.dtype, device=z.device).reshape(dim, *(1,) * (z.dim() - 1), dim)
 
     def derivative(direction):
         return torch.func.jvp(lambda point: affine_step(transform, point), (z,), (direction.expand_as(z),))[1]
 
-    z_out_dot, log_det_dot = torch.func.vmap(derivative)(directions)
-    return z_out_dot.movedim(0, -1), log_det_dot.movedim(0, -1)
+    z_out_dot, log_det_dot = torch.func.vmap(derivative)(directions)  # (direction j, ..., i), (j, ...)
+    jacobian_t = z_out_dot.movedim(0, -2)
+    return jacobian_t[..., order, :][..., :, order], log_det_dot.movedim(0, -1)[..., order]
+
+
+def _made_of(transform) -> tuple[ConditionalAutoRegressiveNN, torch.Tensor | None] | None:
+    """(the MADE network, its context or ``None``) behind a step, when it is Pyro's, without a skip
+    layer, with one mean and one scale per dimension; else ``None``."""
+    network, context = transform.arn, None
+    if isinstance(network, functools.partial):  # ConditionalAffineAutoregressive.condition(context)
+        network, context = network.func, network.keywords.get("context")
+    if (isinstance(network, ConditionalAutoRegressiveNN) and network.skip_layer is None
+            and list(network.param_dims) == [1, 1]):
+        return network, context
+    return None
+
+
+def made_step_jacobian(transform, made: ConditionalAutoRegressiveNN, context: torch.Tensor | None,
+                       z: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`step_jacobian` of an affine step on a MADE network (Germain et al., arXiv:1502.03509),
+    in closed form.
+
+    With pre-activations a_l = W_l h_{l−1} + b_l (masked weights, h_0 = [context, z]), slopes
+    f'(a_l) of the nonlinearity and the network's outputs [m; s] = W_out h_L + b_out (mean, raw scale),
+
+        (∂[m; s]/∂z)ᵀ = W_1[:, z]ᵀ diag(f'(a_1)) W_2ᵀ ⋯ diag(f'(a_L)) W_outᵀ,
+
+    a product taken from the left, so that each factor is a shared weight matrix (one matrix
+    multiplication per layer over all rows at once). Then, elementwise in the output coordinate i,
+    Jᵀ = diag(∂z_out/∂z at fixed m, s) + (∂m/∂z)ᵀ diag(∂z_out/∂m) + (∂s/∂z)ᵀ diag(∂z_out/∂s) and
+    ∇_z log |det J| = (∂s/∂z)ᵀ ∂ log |det J|/∂s. The weights are permuted to ``order`` before the
+    products, never the (…, D, D) result."""
+    dim = z.shape[-1]
+    inputs = z if context is None else torch.cat([context.expand(*z.shape[:-1], context.shape[-1]), z], dim=-1)
+    weights = [layer.weight * layer.mask for layer in made.layers]
+    h, slopes = inputs, []
+    for layer, weight in zip(made.layers[:-1], weights[:-1]):
+        a = F.linear(h, weight, layer.bias)
+        slopes.append(torch.func.jvp(made.f, (a,), (torch.ones_like(a),))[1])
+        h = made.f(a)
+    mean, raw = F.linear(h, weights[-1], made.layers[-1].bias).unflatten(-1, (2, dim)).unbind(-2)
+    z, mean, raw = z[..., order], mean[..., order], raw[..., order]
+    if transform.stable:
+        scale = torch.sigmoid(raw + transform.sigmoid_bias)
+        by_mean, by_raw, log_det_by_raw = 1 - scale, (z - mean) * scale * (1 - scale), 1 - scale
+    else:
+        scale = clamp_preserve_gradients(raw, transform.log_scale_min_clip, transform.log_scale_max_clip).exp()
+        by_mean, by_raw, log_det_by_raw = None, z * scale, None
+    product = weights[0][:, -dim:][:, order].T * slopes[0].unsqueeze(-2)  # (..., D, H_1)
+    for weight, slope in zip(weights[1:-1], slopes[1:]):
+        product = (product @ weight.T) * slope.unsqueeze(-2)
+    w_out = weights[-1].unflatten(0, (2, dim))[:, order].flatten(0, 1)  # rows [m; s] in ``order``
+    derivative_t = product @ w_out.T  # (..., D, 2D): (∂[m; s]/∂z)ᵀ
+    mean_t, raw_t = derivative_t.split(dim, dim=-1)
+    jacobian_t = torch.diag_embed(scale) + raw_t * by_raw.unsqueeze(-2)
+    jacobian_t = jacobian_t + (mean_t if by_mean is None else mean_t * by_mean.unsqueeze(-2))
+    log_det_grad = raw_t.sum(-1) if log_det_by_raw is None else (raw_t @ log_det_by_raw.unsqueeze(-1)).squeeze(-1)
+    return jacobian_t, log_det_grad
 
 
 @GUIDES.register(
