@@ -55,11 +55,11 @@ class FlowPosterior(dist.TransformedDistribution):
         ∇_z log q(z) is carried forward along the chain instead (the recursion of Vaitl et al.,
         arXiv:2403.15881, Sec. 3): with g_0 = ∇ log q_0(z_0) and J_t = ∂z_t/∂z_{t−1},
 
-            log q_t(z_t) = log q_{t−1}(z_{t−1}) − log |det J_t(z_{t−1})|
-            ⇒  g_t = J_tᵀ⁻¹ (g_{t−1} − ∇_{z_{t−1}} log |det J_t(z_{t−1})|),
+            log q_t(z_t) = log q_{t−1}(z_{t−1}) − log abs(det J_t(z_{t−1}))
+            ⇒  g_t = J_tᵀ⁻¹ (g_{t−1} − ∇_{z_{t−1}} log abs(det J_t(z_{t−1}))),
 
         where J_t is lower triangular in the step's autoregressive order, so each g_t is one
-        triangular solve. J_t and ∇ log |det J_t| come from forward-mode derivatives of the step
+        triangular solve. J_t and ∇ log abs(det J_t) come from forward-mode derivatives of the step
         (one batched Jacobian-vector product per latent dimension, no sequential loop, no value read
         back). The result is sg(log q(z)) + (z − sg(z)) · sg(g_T).
         """
@@ -85,9 +85,9 @@ class FlowPosterior(dist.TransformedDistribution):
 
 def affine_step(transform: transforms.AffineAutoregressive, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One of Pyro's ``AffineAutoregressive`` steps as a pure function of its input, bypassing the
-    transform's cache: (z_out, log |det ∂z_out/∂z|). Stable form (the IAF guide's):
-    σ = sigmoid(s + b), z_out = σ ⊙ z + (1 − σ) ⊙ m, log |det| = Σ log σ; plain form: z_out = exp(s) ⊙ z + m,
-    log |det| = Σ s (s clamped as Pyro clamps it). ``tests/test_guides.py`` checks it against the transform."""
+    transform's cache: (z_out, log abs(det ∂z_out/∂z)). Stable form (the IAF guide's):
+    σ = sigmoid(s + b), z_out = σ ⊙ z + (1 − σ) ⊙ m, log abs(det) = Σ log σ; plain form: z_out = exp(s) ⊙ z + m,
+    log abs(det) = Σ s (s clamped as Pyro clamps it). ``tests/test_guides.py`` checks it against the transform."""
     mean, raw = transform.arn(z)
     if transform.stable:
         logit = raw + transform.sigmoid_bias
@@ -98,7 +98,7 @@ def affine_step(transform: transforms.AffineAutoregressive, z: torch.Tensor) -> 
 
 
 def step_jacobian(transform, z: torch.Tensor, order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Jᵀ, the transposed Jacobian Jᵀ[..., j, i] = ∂z_out_i/∂z_j, and ∇_z log |det J| of an affine
+    """Jᵀ, the transposed Jacobian Jᵀ[..., j, i] = ∂z_out_i/∂z_j, and ∇_z log abs(det J) of an affine
     autoregressive step at ``z``, with the coordinates taken in ``order`` (default: as they are).
     In the step's autoregressive order (``transform.arn.permutation``) Jᵀ is upper triangular.
 
@@ -149,7 +149,7 @@ def made_step_jacobian(transform, made: ConditionalAutoRegressiveNN, context: to
     a product taken from the left, so that each factor is a shared weight matrix (one matrix
     multiplication per layer over all rows at once). Then, elementwise in the output coordinate i,
     Jᵀ = diag(∂z_out/∂z at fixed m, s) + (∂m/∂z)ᵀ diag(∂z_out/∂m) + (∂s/∂z)ᵀ diag(∂z_out/∂s) and
-    ∇_z log |det J| = (∂s/∂z)ᵀ ∂ log |det J|/∂s. The weights are permuted to ``order`` before the
+    ∇_z log abs(det J) = (∂s/∂z)ᵀ ∂ log abs(det J)/∂s. The weights are permuted to ``order`` before the
     products, never the (…, D, D) result."""
     dim = z.shape[-1]
     inputs = z if context is None else torch.cat([context.expand(*z.shape[:-1], context.shape[-1]), z], dim=-1)
