@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae import GUIDES, PRIORS, build_vae, make_config
+from pyro_vae import GUIDES, PRIORS, ConfigError, build_vae, make_config
 
 X_SHAPE = (1, 6, 6)
 BOX, N_FINE = 8.0, 800  # the integration grid: [-8, 8]², 800 midpoints per axis (spacing 0.02)
@@ -116,7 +116,7 @@ def test_prior_samples_follow_its_density(prior, options):
     torch.testing.assert_close(variance, closed_variance, rtol=0, atol=(4 * variance_se).max().item())
 
 
-@pytest.mark.parametrize("guide", GUIDES.names())
+@pytest.mark.parametrize("guide", ["diagonal_normal", "full_rank"])
 def test_vamp_prior_is_the_average_of_the_guide_at_its_pseudo_inputs(guide):
     """log p(z) = log (1/K) Σ_k q(z | u_k), with each q(z | u_k) computed on its own, one pseudo-input
     at a time, from the same encoder and guide as the data's posterior."""
@@ -150,3 +150,14 @@ def test_vamp_prior_rejects_a_guide_without_one_distribution_per_pseudo_input():
 
     with pytest.raises(ValueError, match="one distribution per pseudo-input"):
         VampPrior(2, X_SHAPE, torch.nn.Flatten(), Unbatched(), num_components=3)
+
+
+def test_vamp_prior_refuses_the_iaf_guide_naming_the_pair_and_what_to_use():
+    with pytest.raises(ConfigError) as error:
+        perturbed_vae("vamp", {"num_components": 3}, guide="iaf")
+    assert error.value.field == "guide"
+    assert "prior=vamp with guide=iaf is not supported" in str(error.value)
+    assert "mixture of K flows" in str(error.value)
+    assert "use prior=vamp with guide=diagonal_normal or full_rank" in str(error.value)
+    assert GUIDES.names() == ["diagonal_normal", "full_rank", "iaf"]  # a new guide: decide whether vamp takes it
+
