@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..gaussian_mixture import GaussianMixture
 from ..registry import GUIDES, PRIORS, Option
 
 
@@ -23,9 +24,11 @@ class VampPrior(nn.Module):
     approximates it with K learned pseudo-inputs u_k, images of the data's shape, passed through
     the *same* encoder and guide as the data: component k is ``guide(encoder(u_k))``. The pixels
     are u = sigmoid(r) with a free parameter r, so they stay in (0, 1) like the images (the paper
-    clips them to [0, 1] with a hard tanh). The mixture is a ``MixtureSameFamily`` whose component
-    distribution is the guide's distribution with batch shape ``(K,)``; log p(z) costs one pass of
-    the encoder over the K pseudo-inputs.
+    clips them to [0, 1] with a hard tanh). The mixture is a
+    :class:`~pyro_vae.gaussian_mixture.GaussianMixture` of the K Gaussians q(z|u_k): for the
+    ``diagonal_normal`` guide log p(z) costs two matrix products (no values × K × z_dim tensor; see
+    that class for the float64 expansion and its error bound), for ``full_rank`` the direct form.
+    Either way log p(z) costs one pass of the encoder over the K pseudo-inputs per call.
 
     Supported guides: those whose q(z|u_k) is Gaussian, ``diagonal_normal`` and ``full_rank``
     (checked at construction). ``iaf`` is refused with a :class:`~pyro_vae.errors.ConfigError`: the
@@ -80,10 +83,11 @@ class VampPrior(nn.Module):
         encoder, guide = self.shared
         return guide(encoder(self.pseudo_inputs))
 
-    def forward(self) -> dist.Distribution:
+    def forward(self) -> GaussianMixture:
         components = self.components()
-        uniform = dist.Categorical(logits=self.pseudo_inputs_raw.new_zeros(components.batch_shape))
-        return dist.MixtureSameFamily(uniform, components)
+        logits = self.pseudo_inputs_raw.new_zeros(components.batch_shape)  # π_k = 1/K
+        loc, scale, scale_tril = _gaussian_parameters(components)
+        return GaussianMixture(logits, loc, scale=scale, scale_tril=scale_tril)
 
 
 def _gaussian_parameters(components: dist.Distribution):
