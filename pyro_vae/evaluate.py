@@ -70,8 +70,9 @@ def chunk_rows(vae: VAE, device: torch.device) -> int:
     """How many (particles × images) rows to evaluate at once: :data:`MAX_ROWS` decoder rows, fewer
     when the prior's log-density holds more numbers per row than the decoder's output does. A
     mixture prior declares that count as ``numbers_per_value`` (2K for the
-    :class:`~pyro_vae.gaussian_mixture.GaussianMixture` of K diagonal Gaussians, K · z_dim for
-    full-rank ones); a row then counts as 1 + numbers_per_value / pixels decoder rows."""
+    :class:`~pyro_vae.gaussian_mixture.GaussianMixture` of K diagonal Gaussians, K + 2 · 32 · z_dim
+    for full-rank ones, scored 32 components at a time); a row then counts as
+    1 + numbers_per_value / pixels decoder rows."""
     max_rows = MAX_ROWS.get(device.type, DEFAULT_MAX_ROWS)
     extra = getattr(vae.prior(), "numbers_per_value", 0)
     pixels = math.prod(vae.x_shape) if vae.x_shape else 1

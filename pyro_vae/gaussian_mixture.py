@@ -2,7 +2,7 @@
 ``mixture`` prior and of the VampPrior (Tomczak & Welling, arXiv:1705.07120, Sec. 3).
 
 ``MixtureSameFamily`` scores a value z against every component by broadcasting, so N values hold an
-N × K × D tensor. For diagonal components the quadratic form expands into two matrix products,
+N × K × D tensor. For diagonal components the quadratic form expands into matrix products,
 
     Σ_d (z_d − μ_kd)² / σ_kd² = (z ⊙ z) · w_kᵀ − 2 z · (μ_k ⊙ w_k)ᵀ + Σ_d μ_kd² w_kd,   w_k = 1/σ_k²,
 
@@ -17,6 +17,9 @@ import math
 import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
+
+#: Full-rank components are scored this many at a time (see :class:`GaussianMixture`).
+FULL_RANK_BLOCK = 32
 
 
 class GaussianMixture(dist.TorchDistribution):
@@ -49,8 +52,9 @@ class GaussianMixture(dist.TorchDistribution):
     (z − μ_k)ᵀ Σ_k⁻¹ (z − μ_k) needs the precision matrices, whose rounding grows with the square of
     the condition number of L_k; the guide's floor (10⁻⁴ on the diagonal) makes that unbounded, so
     full-rank components are scored by ``MultivariateNormal.log_prob`` (triangular solves, backward
-    stable), which holds N × K × D numbers. :attr:`numbers_per_value` says so, and the evaluation
-    chunks (:func:`pyro_vae.evaluate.log_weights`) shrink to match.
+    stable), :data:`FULL_RANK_BLOCK` components at a time, so that N values hold N × K log-densities
+    and an N × block × D working tensor rather than N × K × D. :attr:`numbers_per_value` says so, and
+    the evaluation chunks (:func:`pyro_vae.evaluate.chunk_rows`) shrink to match.
 
     Sampling draws k ~ Categorical(π) and then z = μ_k + σ_k ⊙ ε (or μ_k + L_k ε), ε ~ N(0, I); there
     is no reparameterized sample (a mixture's index is discrete), as for ``MixtureSameFamily``.
@@ -91,9 +95,10 @@ class GaussianMixture(dist.TorchDistribution):
     @property
     def numbers_per_value(self) -> int:
         """How many numbers (in float32 units) :meth:`log_prob` holds per value beyond the value: the
-        N × K float64 matrix (2K) for diagonal components, N × K × D for full-rank ones."""
+        N × K float64 matrix (2K) for diagonal components; for full-rank ones the N × K log-densities
+        and two copies of one block's N × block × D working tensor (the solve's input and output)."""
         k, d = self.loc.shape
-        return 2 * k if self.diagonal else k * d
+        return 2 * k if self.diagonal else k + 2 * min(k, FULL_RANK_BLOCK) * d
 
     @property
     def component_distribution(self) -> dist.Distribution:
@@ -106,8 +111,13 @@ class GaussianMixture(dist.TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         log_weights = torch.log_softmax(self.logits, -1)
-        if not self.diagonal:  # the direct form (see the class docstring)
-            log_components = self.component_distribution.log_prob(value.unsqueeze(-2))
+        if not self.diagonal:  # the direct form, a block of components at a time (see the class docstring)
+            value = value.unsqueeze(-2)
+            log_components = torch.cat([
+                dist.MultivariateNormal(self.loc[start:start + FULL_RANK_BLOCK],
+                                        scale_tril=self.scale_tril[start:start + FULL_RANK_BLOCK],
+                                        validate_args=False).log_prob(value)
+                for start in range(0, self.num_components, FULL_RANK_BLOCK)], -1)
             return torch.logsumexp(log_weights + log_components, -1)
         shape, d = value.shape[:-1], value.shape[-1]
         loc, scale = self.loc.double(), self.scale.double()

@@ -29,10 +29,11 @@ def test_chunking_over_particles_changes_only_memory_not_the_estimate():
 
 
 @pytest.mark.parametrize("prior,guide,extra", [("standard_normal", "diagonal_normal", 0), ("vamp", "diagonal_normal", 2 * 50),
-                                               ("vamp", "full_rank", 50 * 3), ("mixture", "diagonal_normal", 2 * 50)])
+                                               ("vamp", "full_rank", 50 + 2 * 32 * 3), ("mixture", "diagonal_normal", 2 * 50)])
 def test_evaluation_chunks_count_the_priors_components(prior, guide, extra, monkeypatch):
     """A chunk holds MAX_ROWS decoder rows' worth of numbers: a mixture prior whose log-density holds
-    ``extra`` numbers per row (2K for diagonal components, K · z_dim for full-rank ones, K = 50)
+    ``extra`` numbers per row (2K for diagonal components, K + 2 · 32 · z_dim for full-rank ones scored
+    32 at a time, K = 50)
     shrinks it by 1 + extra / pixels, and log_weights draws its particles in chunks of that size."""
     module = importlib.import_module("pyro_vae.evaluate")  # the package attribute is the function
 

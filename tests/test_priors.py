@@ -221,6 +221,24 @@ def test_gaussian_mixture_is_finite_far_from_every_component():
     torch.testing.assert_close(fast.double(), direct_log_prob_float64(logits, loc, scale_kd, z), rtol=1e-6, atol=0)
 
 
+def test_full_rank_gaussian_mixture_is_the_mixture_of_its_components_across_blocks():
+    """Full-rank components are scored FULL_RANK_BLOCK at a time: with K = 2.2 blocks (the last one
+    partial) log p(z) equals MixtureSameFamily of all K at once, in float64, at (3, 5, D) values."""
+    from pyro_vae.gaussian_mixture import FULL_RANK_BLOCK
+
+    g = torch.Generator().manual_seed(4)
+    k, d = int(2.2 * FULL_RANK_BLOCK), 3
+    loc, logits = torch.randn(k, d, generator=g, dtype=torch.float64), torch.randn(k, generator=g, dtype=torch.float64)
+    tril = (torch.randn(k, d, d, generator=g, dtype=torch.float64).tril(-1)
+            + torch.diag_embed(torch.rand(k, d, generator=g, dtype=torch.float64) + 0.1))
+    z = 2 * torch.randn(3, 5, d, generator=g, dtype=torch.float64)
+    expected = dist.MixtureSameFamily(dist.Categorical(logits=logits),
+                                      dist.MultivariateNormal(loc, scale_tril=tril)).log_prob(z)
+    p = GaussianMixture(logits, loc, scale_tril=tril)
+    torch.testing.assert_close(p.log_prob(z), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(p.expand((3, 5)).log_prob(z), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("scale", [1.0, 0.1])
 def test_gaussian_mixture_gradients_equal_the_direct_forms(scale):
     """∂ Σ_n log p(z_n) / ∂(logits, μ, σ, z) against autograd of the direct form in float64.
