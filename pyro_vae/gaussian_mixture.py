@@ -33,20 +33,20 @@ class GaussianMixture(dist.TorchDistribution):
     component that dominates the sum Q_nk is O(D) while each of its three terms is
     O(Σ_d (z_d² + μ_kd²)/σ_kd²), so its absolute rounding error is about ε · Σ_d (z_d² + μ_kd²)/σ_kd²,
     ε the unit roundoff, against ε · Q_nk for the direct form. In float32 (ε = 6·10⁻⁸) that is 0.02 nats
-    at σ = 0.1 and thousands at the guides' floor σ = 10⁻⁴. Two measures bound it:
+    at σ = 0.1 and about 10⁴ at the guides' floor σ = 10⁻⁴. Two measures bound it:
 
     1. z and the means are first centred on the means' average c (the expansion is exact for any c, as
        (z − c) − (μ_k − c) = z − μ_k), so the terms scale with the spread of the components and of z
        around them rather than with their distance from the origin;
-    2. the three terms and their sum are computed in float64 (ε = 1.1·10⁻¹⁶): with |z_d − c|, |μ_kd − c|
-       ≤ 10 and σ ≥ 10⁻⁴ the error is ≤ 1.1·10⁻¹⁶ · D · 200 · 10⁸ ≈ 2·10⁻⁶ D nats (10⁻⁴ at D = 50), below
+    2. the three terms and their sum are computed in float64 (ε = 1.1·10⁻¹⁶): with z_d − c and μ_kd − c
+       within ±10 and σ ≥ 10⁻⁴ the error is ≤ 1.1·10⁻¹⁶ · D · 200 · 10⁸ ≈ 2·10⁻⁶ D nats (10⁻⁴ at D = 50), below
        the float32 rounding of the result itself for a log-density of hundreds of nats.
 
     All of it is one float64 product, [z ⊙ z, z] · [−½ w, μ ⊙ w]ᵀ plus a constant per component
     (``addmm``): N × K × 2D multiply-adds, next to the decoder's N × hidden × pixels in float32;
     logsumexp over k then runs on the N × K float64 matrix and the result is cast back to the value's
     dtype. Far from every component Q_nk is large but finite, so log p(z) is finite for every
-    finite z (no −inf; a float32 −inf could only come from Q_nk > 10³⁸, i.e. |z − μ_k|/σ_k > 10¹⁹).
+    finite z (no −inf; a float32 −inf could only come from Q_nk > 10³⁸, i.e. (z_d − μ_kd)/σ_kd beyond ±10¹⁹).
 
     **Full-rank components: the direct form** (documented fallback). The expansion of
     (z − μ_k)ᵀ Σ_k⁻¹ (z − μ_k) needs the precision matrices, whose rounding grows with the square of
