@@ -24,6 +24,7 @@ from pathlib import Path
 import pyro_vae
 from pyro_vae.cli import add_ais_flags, ais_column, build_parser, parse, report_errors
 from pyro_vae.compare import Variant, markdown_table, run_comparison, summarize
+from pyro_vae.compatibility import REFUSED
 from pyro_vae.outputs import write_json, write_text
 from pyro_vae.plots import plot_sample_panels
 from pyro_vae.registry import GUIDES, PRIORS
@@ -39,6 +40,9 @@ def row_spec(flags, text: str) -> tuple[str, str]:
     prior, _, guide = text.partition(":")
     if prior not in PRIORS or guide not in GUIDES:
         flags.error(f"--rows {text}: give PRIOR:GUIDE with a prior of {PRIORS.names()} and a guide of {GUIDES.names()}")
+    if (prior, guide) in REFUSED:
+        flags.error(f"--rows {text}: prior={prior} with guide={guide} is not supported (see {REFUSED[prior, guide]}); "
+                    f"choose another pair")
     return prior, guide
 
 

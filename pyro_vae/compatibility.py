@@ -1,7 +1,8 @@
 """Fail before training, with the combination's name, when a prior × guide × objective cannot train.
 
 Every piece is checked where it is built (options, and what it needs from the others: the VampPrior
-checks that the guide gives one distribution per pseudo-input). What remains is the interplay of the
+checks that the guide gives one Gaussian per pseudo-input, and so refuses ``iaf``; :data:`REFUSED`
+lists such pairs). What remains is the interplay of the
 built model with the objective, which only running it shows; :func:`check_combination` runs one
 step's worth of it on two images up front, so that a combination that cannot train stops at
 construction with a message naming it, instead of failing inside Pyro at the first batch.
@@ -18,6 +19,16 @@ import torch
 from .build import describe
 from .errors import PyroVAEError
 from .vae import VAE
+
+#: prior × guide pairs that are refused where they are built, with a
+#: :class:`~pyro_vae.errors.ConfigError` naming the pair (exit status 2 on the command line), and the
+#: piece whose docstring says why.
+REFUSED = {("vamp", "iaf"): "pyro_vae.priors.vamp.VampPrior"}
+
+
+def supported_pairs(priors, guides) -> list[tuple[str, str]]:
+    """Every (prior, guide) of ``priors`` × ``guides`` that is not in :data:`REFUSED`."""
+    return [(prior, guide) for prior in priors for guide in guides if (prior, guide) not in REFUSED]
 
 
 class IncompatibleCombinationError(PyroVAEError, ValueError):

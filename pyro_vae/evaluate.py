@@ -22,6 +22,7 @@ bounds. Everything runs on the model's device.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -65,6 +66,19 @@ def sample_traces(vae: VAE, x: torch.Tensor, num_samples: int):
     return model_trace, guide_trace
 
 
+def chunk_rows(vae: VAE, device: torch.device) -> int:
+    """How many (particles × images) rows to evaluate at once: :data:`MAX_ROWS` decoder rows, fewer
+    when the prior's log-density holds more numbers per row than the decoder's output does. A
+    mixture prior declares that count as ``numbers_per_value`` (2K for the
+    :class:`~pyro_vae.gaussian_mixture.GaussianMixture` of K diagonal Gaussians, K + 2 · 32 · z_dim
+    for full-rank ones, scored 32 components at a time); a row then counts as
+    1 + numbers_per_value / pixels decoder rows."""
+    max_rows = MAX_ROWS.get(device.type, DEFAULT_MAX_ROWS)
+    extra = getattr(vae.prior(), "numbers_per_value", 0)
+    pixels = math.prod(vae.x_shape) if vae.x_shape else 1
+    return max(1, int(max_rows / (1 + extra / pixels)))
+
+
 @torch.no_grad()
 def log_weights(vae: VAE, x: torch.Tensor, num_samples: int, chunk_size: int | None = None) -> torch.Tensor:
     """All ``(K, batch)`` log-weights log w_k = log p(x, z_k) − log q(z_k|x) for a batch
@@ -73,8 +87,7 @@ def log_weights(vae: VAE, x: torch.Tensor, num_samples: int, chunk_size: int | N
     _check_positive(num_samples, "num_samples")
     if chunk_size is not None:
         _check_positive(chunk_size, "chunk_size")
-    max_rows = MAX_ROWS.get(x.device.type, DEFAULT_MAX_ROWS)
-    chunk_size = chunk_size or max(1, max_rows // max(1, x.shape[0]))
+    chunk_size = chunk_size or max(1, chunk_rows(vae, x.device) // max(1, x.shape[0]))
     chunks = []
     for start in range(0, num_samples, chunk_size):
         chunks.append(trace_log_weights(*sample_traces(vae, x, min(chunk_size, num_samples - start))))

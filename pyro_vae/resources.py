@@ -8,8 +8,13 @@ hold at once, so that a refusal is never wrong:
   counted on a model built on the ``meta`` device (no memory used; pieces that cannot be built
   there are left out of the count);
 * the data, resident on the device as float32;
-* one training step's decoder output and its gradient: batch × particles × pixels × 2 × 4 bytes;
-* one evaluation batch's log-weights: images × K × 4 bytes, and for PSIS (K ≥ 100) a float64 copy.
+* one training step's decoder output and its gradient: batch × particles × pixels × 2 × 4 bytes,
+  and for a mixture prior of C components (an option ``num_components``: ``mixture``, ``vamp``) its
+  rows × C float64 matrix of component log-densities (:class:`~pyro_vae.gaussian_mixture.GaussianMixture`)
+  and its gradient, batch × particles × C × 2 × 8 bytes;
+* one evaluation batch's log-weights: images × K × 4 bytes, and for PSIS (K ≥ 100) a float64 copy;
+  with a mixture prior, one chunk's matrix of component log-densities, at least images × C × 8 bytes
+  (a chunk holds one particle per image or more).
 
 **Time** (:func:`estimate_seconds`, once the model and data exist): one training step and one
 chunk of evaluation are timed as :func:`~pyro_vae.compatibility.trial` runs (the run's random
@@ -33,7 +38,7 @@ from .compatibility import trial
 from .errors import ResourceError
 from .vae import VAE
 
-FLOAT_BYTES = 4
+FLOAT_BYTES, DOUBLE_BYTES = 4, 8
 #: What a whole epoch and a whole evaluation cost beyond the timed trial steps (Adam's update, the
 #: batches' indexing and binarization; PSIS and the bounds), as factors measured on the main job
 #: (docs/benchmarks.md, "Up-front estimates").
@@ -114,11 +119,12 @@ def estimate_memory(config, model_config: dict, num_images: int, num_train: int,
     rows = min(config.batch_size, num_train) * particles
     eval_images = min(config.eval_batch_size, num_test)
     psis_bytes = 8 if config.eval_samples >= 100 else 0
+    components = model_config["prior"]["options"].get("num_components", 0)
     return MemoryEstimate(
         parameters=num_parameters * 4 * FLOAT_BYTES,
         data=num_images * pixels * FLOAT_BYTES,
-        training_step=rows * pixels * 2 * FLOAT_BYTES if train else 0,
-        evaluation=eval_images * config.eval_samples * (FLOAT_BYTES + psis_bytes),
+        training_step=rows * (pixels * FLOAT_BYTES + components * DOUBLE_BYTES) * 2 if train else 0,
+        evaluation=eval_images * (config.eval_samples * (FLOAT_BYTES + psis_bytes) + components * DOUBLE_BYTES),
     )
 
 
@@ -200,7 +206,7 @@ def estimate_seconds(vae: VAE, loss: Callable[[torch.Tensor], torch.Tensor], tra
     """Time one training step on ``train_batch`` and one evaluation chunk on ``eval_images``, as
     trials, and scale them: ``steps`` training steps, ``epochs`` validations of ``val_images``
     images, and ``test_images`` × ``eval_samples`` evaluation rows."""
-    from .evaluate import DEFAULT_MAX_ROWS, MAX_ROWS, log_weights
+    from .evaluate import chunk_rows, log_weights
 
     device = train_batch.device
     step_seconds = 0.0
@@ -210,7 +216,8 @@ def estimate_seconds(vae: VAE, loss: Callable[[torch.Tensor], torch.Tensor], tra
 
         with trial(vae, loss, device):
             step_seconds = _fastest(step, device)
-    max_rows = MAX_ROWS.get(device.type, DEFAULT_MAX_ROWS)
+    with torch.no_grad():
+        max_rows = chunk_rows(vae, device)
     probe_images = eval_images[: max(1, min(len(eval_images), max_rows // 100))]
     probe_samples = max(1, min(eval_samples, max_rows // len(probe_images)))
     with trial(vae, loss, device), torch.no_grad():

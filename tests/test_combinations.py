@@ -10,7 +10,7 @@ import torch
 import pyro_vae
 from pyro_vae import GUIDES, PRIORS, build_vae, make_config, make_objective
 from pyro_vae.cli import main
-from pyro_vae.compatibility import IncompatibleCombinationError, check_combination
+from pyro_vae.compatibility import REFUSED, IncompatibleCombinationError, check_combination, supported_pairs
 from pyro_vae.evaluate import log_weights
 from pyro_vae.registry import Option, Registry
 
@@ -61,7 +61,7 @@ def test_a_combination_that_cannot_train_fails_before_training_with_its_name():
 
 
 def test_the_combination_check_leaves_the_run_untouched():
-    vae = build_vae(small_config("vamp", "iaf"))
+    vae = build_vae(small_config("vamp", "full_rank"))
     loss = make_objective("elbo", {"num_particles": 2})(vae.model, vae.guide)
     x = torch.bernoulli(torch.full((2, *X_SHAPE), 0.3))
     state = torch.get_rng_state()
@@ -71,6 +71,29 @@ def test_the_combination_check_leaves_the_run_untouched():
 
 
 @pytest.mark.parametrize("prior,guide", list(itertools.product(PRIORS.names(), GUIDES.names())))
+def test_every_pair_builds_unless_refused_with_a_message_naming_it(prior, guide):
+    """The pairs of compatibility.REFUSED fail at construction with a one-line ConfigError that names
+    the pair, says why and what to use instead; every other pair builds."""
+    if (prior, guide) not in REFUSED:
+        build_vae(small_config(prior, guide))
+        return
+    with pytest.raises(pyro_vae.ConfigError) as error:
+        build_vae(small_config(prior, guide))
+    message = str(error.value)
+    assert f"prior={prior} with guide={guide} is not supported" in message and "\n" not in message
+    assert "use prior=vamp with guide=diagonal_normal or full_rank" in message
+
+
+def test_vamp_with_iaf_is_refused_on_the_command_line_with_exit_status_2(synthetic_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(quick_args(synthetic_data_dir, out, "--num-epochs", "1", "--prior", "vamp", "--guide", "iaf",
+                           "--vamp-num-components", "5", "--z-dim", "4")) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "error: --guide: prior=vamp with guide=iaf is not supported" in lines[0]
+    assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("prior,guide", supported_pairs(PRIORS.names(), GUIDES.names()))
 def test_every_prior_and_guide_round_trips_through_a_checkpoint(prior, guide, tmp_path):
     """The file alone rebuilds the model: same configuration, same parameters and buffers (random
     autoregressive orderings included), the same log-weights under the same seed."""
@@ -91,8 +114,9 @@ def test_every_prior_and_guide_round_trips_through_a_checkpoint(prior, guide, tm
 
 
 @pytest.mark.parametrize("prior,guide,extra,recorded", [
-    ("vamp", "iaf", ["--vamp-num-components", "5", "--iaf-depth", "1"],
-     {"prior": {"num_components": 5}, "guide": {"depth": 1}}),
+    ("vamp", "full_rank", ["--vamp-num-components", "5"], {"prior": {"num_components": 5}}),
+    ("mixture", "iaf", ["--mixture-num-components", "3", "--iaf-depth", "1"],
+     {"prior": {"num_components": 3}, "guide": {"depth": 1}}),
     ("flow", "full_rank", ["--flow-depth", "1", "--flow-layer", "spline"],
      {"prior": {"depth": 1, "layer": "spline"}}),
 ])

@@ -19,19 +19,19 @@ def test_compare_priors_writes_a_table_over_seeds(synthetic_data_dir, tmp_path, 
     script = load_script()
     out = tmp_path / "compare"
     argv = quick_args(synthetic_data_dir, out, "--num-epochs", "1", "--z-dim", "2", "--eval-samples", "20",
-                      "--rows", "standard_normal:diagonal_normal", "vamp:iaf", "--seeds", "0", "1",
-                      "--vamp-num-components", "3", "--iaf-depth", "1")
+                      "--rows", "standard_normal:diagonal_normal", "vamp:full_rank", "--seeds", "0", "1",
+                      "--vamp-num-components", "3")
     assert script.main(argv) == 0
     for name in ("table.md", "results.json", "samples.png"):
         assert (out / name).stat().st_size > 0, name
     table = (out / "table.md").read_text().splitlines()
     assert table[0].startswith("| prior | guide | test ELBO | log p(x), K = 20 | active units |")
     assert table[2].startswith("| `standard_normal` | `diagonal_normal` |")
-    assert table[3].startswith("| `vamp` | `iaf` |")
+    assert table[3].startswith("| `vamp` | `full_rank` |")
     results = json.loads((out / "results.json").read_text())
     standard, vamp = results
     assert standard["model"]["prior"]["options"] == {} and standard["model"]["guide"]["name"] == "diagonal_normal"
-    assert vamp["model"]["prior"]["options"] == {"num_components": 3} and vamp["model"]["guide"]["options"]["depth"] == 1
+    assert vamp["model"]["prior"]["options"] == {"num_components": 3} and vamp["model"]["guide"]["name"] == "full_rank"
     for row in results:
         assert len(row["runs"]) == 2 and row["runs"][0]["test_elbo"] != row["runs"][1]["test_elbo"]  # two seeds
         elbos = [run["test_elbo"] for run in row["runs"]]
@@ -39,7 +39,7 @@ def test_compare_priors_writes_a_table_over_seeds(synthetic_data_dir, tmp_path, 
         assert abs(row["test_elbo_se"] - abs(elbos[0] - elbos[1]) / 2) < 1e-9  # s/√2 with s = |a − b|/√2
         assert all(0 <= run["active_units"] <= 2 for run in row["runs"])
     # an interrupted comparison resumes: existing runs are reused, not retrained
-    stamp = (out / "vamp-iaf" / "seed1" / "metrics.json").stat().st_mtime_ns
+    stamp = (out / "vamp-full_rank" / "seed1" / "metrics.json").stat().st_mtime_ns
     assert script.main(argv + ["--resume"]) == 0
-    assert (out / "vamp-iaf" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp
+    assert (out / "vamp-full_rank" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp
     assert (out / "table.md").read_text().splitlines() == table

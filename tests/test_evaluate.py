@@ -1,5 +1,6 @@
 """Evaluation: chunking changes nothing, the summary is honest, PSIS k̂ is per image."""
 
+import importlib
 import math
 
 import pytest
@@ -25,6 +26,43 @@ def test_chunking_over_particles_changes_only_memory_not_the_estimate():
     assert not torch.equal(chunked[:7], chunked[7:14])
     stderr = torch.sqrt(whole.var(0) / k + chunked.var(0) / k)
     assert ((whole.mean(0) - chunked.mean(0)).abs() < 4 * stderr).all()
+
+
+@pytest.mark.parametrize("prior,guide,extra", [("standard_normal", "diagonal_normal", 0), ("vamp", "diagonal_normal", 2 * 50),
+                                               ("vamp", "full_rank", 50 + 2 * 32 * 3), ("mixture", "diagonal_normal", 2 * 50)])
+def test_evaluation_chunks_count_the_priors_components(prior, guide, extra, monkeypatch):
+    """A chunk holds MAX_ROWS decoder rows' worth of numbers: a mixture prior whose log-density holds
+    ``extra`` numbers per row (2K for diagonal components, K + 2 · 32 · z_dim for full-rank ones scored
+    32 at a time, K = 50)
+    shrinks it by 1 + extra / pixels, and log_weights draws its particles in chunks of that size."""
+    module = importlib.import_module("pyro_vae.evaluate")  # the package attribute is the function
+
+    options = {"num_components": 50} if prior in ("vamp", "mixture") else {}
+    vae = build_vae(make_config((1, 6, 6), 3, prior=prior, guide=guide,
+                                options={"prior": options, "net": {"hidden_dims": [16]}}))
+    rows = module.chunk_rows(vae, torch.device("cpu"))
+    assert rows == int(module.MAX_ROWS["cpu"] / (1 + extra / 36))
+    sizes = []
+    original = module.sample_traces
+    monkeypatch.setattr(module, "sample_traces", lambda v, x, k: sizes.append(k) or original(v, x, k))
+    x = torch.bernoulli(torch.full((4, 1, 6, 6), 0.3))
+    assert log_weights(vae, x, 2 * rows).shape == (2 * rows, 4)
+    assert max(sizes) == rows // 4 and sum(sizes) == 2 * rows
+
+
+def test_memory_estimate_counts_the_mixture_priors_components():
+    from pyro_vae import RunConfig
+    from pyro_vae.resources import estimate_memory
+
+    def estimate(prior, components):
+        config = RunConfig(prior=prior, prior_options={"num_components": components} if components else {})
+        return estimate_memory(config, config.model_config((1, 28, 28)), 1000, 1000, 100, train=True)
+
+    small, large, standard = estimate("vamp", 10), estimate("vamp", 1010), estimate("standard_normal", 0)
+    rows = 128  # the default batch, one particle
+    assert large.training_step - small.training_step == rows * 1000 * 8 * 2
+    assert large.evaluation - small.evaluation == 100 * 1000 * 8
+    assert standard.training_step == rows * 784 * 4 * 2
 
 
 def test_evaluation_summary():

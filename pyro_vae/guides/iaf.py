@@ -205,8 +205,8 @@ class IAFGuide(nn.Module):
     triangular, log|det| = Σ_i log σ_{t,i} (the tests check it against autograd).
 
     KL: no closed form against any prior; every objective (``mean_field`` included, by its
-    fallback) estimates it by Monte Carlo. As the VampPrior's component family it is supported but
-    slow: see :class:`pyro_vae.priors.vamp.VampPrior`.
+    fallback) estimates it by Monte Carlo. The VampPrior refuses it as its component family: see
+    :class:`pyro_vae.priors.vamp.VampPrior`.
     """
 
     def __init__(self, z_dim: int, depth: int, context_dim: int, hidden_dims: Sequence[int], min_scale: float):

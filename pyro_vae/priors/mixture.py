@@ -1,9 +1,9 @@
 """A learned mixture of K diagonal Gaussians as the prior."""
 
-import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..gaussian_mixture import GaussianMixture
 from ..registry import PRIORS, Option
 
 
@@ -14,7 +14,8 @@ from ..registry import PRIORS, Option
 )
 class MixturePrior(nn.Module):
     """Mixture of Gaussians p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), with learned weights π = softmax(a),
-    means μ_k and scales σ_k = exp(log σ_k) (a ``MixtureSameFamily``; the mixture-of-Gaussians prior
+    means μ_k and scales σ_k = exp(log σ_k) (a :class:`~pyro_vae.gaussian_mixture.GaussianMixture`,
+    whose log-density is two matrix products; the mixture-of-Gaussians prior
     of Dilokthanakul et al., arXiv:1611.02648, and the baseline of Tomczak & Welling,
     arXiv:1705.07120, Sec. 3).
 
@@ -33,6 +34,5 @@ class MixturePrior(nn.Module):
         self.loc = nn.Parameter(torch.randn(num_components, z_dim))
         self.log_scale = nn.Parameter(torch.zeros(num_components, z_dim))
 
-    def forward(self) -> dist.Distribution:
-        components = dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+    def forward(self) -> GaussianMixture:
+        return GaussianMixture(self.logits, self.loc, scale=self.log_scale.exp())
