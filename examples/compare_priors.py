@@ -41,7 +41,7 @@ def row_spec(flags, text: str) -> tuple[str, str]:
     if prior not in PRIORS or guide not in GUIDES:
         flags.error(f"--rows {text}: give PRIOR:GUIDE with a prior of {PRIORS.names()} and a guide of {GUIDES.names()}")
     if (prior, guide) in REFUSED:
-        flags.error(f"--rows {text}: prior={prior} with guide={guide} is not supported (see {REFUSED[prior, guide]}); "
+        flags.error(f"--rows {text}: prior={prior} with guide={guide} is not supported: {REFUSED[prior, guide]}; "
                     f"choose another pair")
     return prior, guide
 

@@ -20,10 +20,12 @@ from .build import describe
 from .errors import PyroVAEError
 from .vae import VAE
 
-#: prior × guide pairs that are refused where they are built, with a
-#: :class:`~pyro_vae.errors.ConfigError` naming the pair (exit status 2 on the command line), and the
-#: piece whose docstring says why.
-REFUSED = {("vamp", "iaf"): "pyro_vae.priors.vamp.VampPrior"}
+#: prior × guide pairs that are refused, with a :class:`~pyro_vae.errors.ConfigError` naming the pair
+#: (exit status 2 on the command line), by :class:`~pyro_vae.config.RunConfig` before any data is
+#: loaded and by the piece where it is built: pair -> why, in one clause.
+REFUSED = {("vamp", "iaf"): "the VampPrior's components would be IAF flows, and a flow's density at each z "
+                            "needs it inverted, z_dim sequential network passes per pseudo-input "
+                            "(pyro_vae.priors.vamp.VampPrior)"}
 
 
 def supported_pairs(priors, guides) -> list[tuple[str, str]]:

@@ -163,7 +163,13 @@ class RunConfig:
         for kind in PIECE_KINDS:
             object.__setattr__(self, f"{kind}_options", _resolve_options(kind, getattr(self, kind),
                                                                            getattr(self, f"{kind}_options")))
+        from .compatibility import REFUSED
         from .data import DATASETS, check_binarization
+
+        if (self.prior, self.guide) in REFUSED:  # before any data is loaded
+            raise ConfigError("guide", f"prior={self.prior} with guide={self.guide} is not supported: "
+                              f"{REFUSED[self.prior, self.guide]}; choose another guide for this prior, or "
+                              "another prior for this guide")
 
         binarization = check_binarization(DATASETS[self.dataset], self.binarize)
         object.__setattr__(self, "binarize", None if DATASETS[self.dataset].binarized else binarization)

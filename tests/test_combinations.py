@@ -14,6 +14,7 @@ from pyro_vae.compatibility import REFUSED, IncompatibleCombinationError, check_
 from pyro_vae.evaluate import log_weights
 from pyro_vae.registry import Option, Registry
 
+from .conftest import exit_status
 from .test_example import quick_args
 
 X_SHAPE = (1, 6, 6)
@@ -86,10 +87,11 @@ def test_every_pair_builds_unless_refused_with_a_message_naming_it(prior, guide)
 
 def test_vamp_with_iaf_is_refused_on_the_command_line_with_exit_status_2(synthetic_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(quick_args(synthetic_data_dir, out, "--num-epochs", "1", "--prior", "vamp", "--guide", "iaf",
-                           "--vamp-num-components", "5", "--z-dim", "4")) == 2
+    status = exit_status(main, quick_args(synthetic_data_dir, out, "--num-epochs", "1", "--prior", "vamp", "--guide",
+                                          "iaf", "--vamp-num-components", "5", "--z-dim", "4"))
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "error: --guide: prior=vamp with guide=iaf is not supported" in lines[0]
+    assert status == 2
+    assert len(lines) == 1 and "error: --guide: prior=vamp with guide=iaf is not supported" in lines[0], lines
     assert not (out / "metrics.json").exists()
 
 

@@ -21,7 +21,7 @@ def test_defaults_are_the_main_job_and_options_are_stored_resolved():
 
 
 def test_round_trip_through_plain_data_and_json():
-    config = RunConfig(prior="vamp", prior_options={"num_components": 7}, guide="iaf", z_dim=8, eval_ks=(50, 5, 5),
+    config = RunConfig(prior="vamp", prior_options={"num_components": 7}, guide="full_rank", z_dim=8, eval_ks=(50, 5, 5),
                        lr=0.003, out="somewhere", threads=1, time_limit_hours=float("inf"))
     assert config.eval_ks == (5, 50)  # sorted, unique
     data = config.to_dict()
@@ -112,3 +112,9 @@ def test_differences_and_bound_ks():
     assert a.differences(b, (FIXED,)) == ["z_dim"]
     assert b.bound_ks() == [1, 5, 50, 100]
     assert RunConfig(objective="iwae", objective_options={"num_particles": 5}).label() == "iwae K=5"
+
+
+def test_a_refused_pair_is_refused_by_the_configuration_before_any_data_is_read():
+    with pytest.raises(ConfigError, match="guide: prior=vamp with guide=iaf is not supported: the VampPrior's "
+                                          "components would be IAF flows"):
+        RunConfig(prior="vamp", guide="iaf", data_dir="/nonexistent")

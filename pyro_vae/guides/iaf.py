@@ -19,12 +19,6 @@ class FlowPosterior(dist.TransformedDistribution):
     """q(z|x) as a base distribution pushed through autoregressive steps, z = T(z_0), with the path
     derivative of its log-density that the STL and DReG estimators need.
 
-    ``log_prob`` first broadcasts the value to the batch shape: conditioned transforms carry a
-    context per batch element, so they cannot broadcast a value of batch shape ``(n, 1)`` against a
-    context of batch ``(K,)``, which is what ``MixtureSameFamily`` passes to its components. A value
-    that already has the full shape is passed through as the same tensor, so the transforms' cache
-    (the inverse of a sample this distribution drew) still applies.
-
     ``rsample`` keeps the chain z_0, z_1, …, z_T of its last draw, from which :meth:`path_log_prob`
     computes ∇_z log q(z) at fixed parameters without inverting the flow.
     """
@@ -39,11 +33,6 @@ class FlowPosterior(dist.TransformedDistribution):
             chain.append(z)
         self._chain = tuple(chain)
         return z
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        event_dims = len(self.event_shape)
-        shape = torch.broadcast_shapes(value.shape[:value.dim() - event_dims], self.batch_shape) + self.event_shape
-        return super().log_prob(value if value.shape == shape else value.expand(shape))
 
     def path_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log q(z) whose gradient flows only through the sample z, as if q's parameters were
