@@ -330,7 +330,9 @@ def config_from_argv(description: str, argv: Sequence[str] | None = None, prog: 
 
 def report_errors(prog: str, function, *args, **kwargs) -> int:
     """Call ``function``: 0 when it returns, 2 with one line on stderr for a
-    :class:`~pyro_vae.errors.PyroVAEError`, 130 when interrupted. Warnings print as one line too."""
+    :class:`~pyro_vae.errors.PyroVAEError` (with none for a quiet
+    :class:`~pyro_vae.errors.RunAbortedError`: another process of the run printed it), 130 when
+    interrupted. Warnings print as one line too."""
     previous = warnings.showwarning
 
     def one_line(message, category, filename, lineno, file=None, line=None):
@@ -340,7 +342,8 @@ def report_errors(prog: str, function, *args, **kwargs) -> int:
     try:
         function(*args, **kwargs)
     except PyroVAEError as error:
-        print(f"{prog}: error: {describe_error(error)}", file=sys.stderr)
+        if not getattr(error, "quiet", False):  # a process of a run whose failure another one has reported
+            print(f"{prog}: error: {describe_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         print(f"\n{prog}: {interrupt or 'interrupted; each finished run and epoch is saved: continue with --resume'}",
