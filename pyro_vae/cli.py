@@ -456,6 +456,12 @@ def add_ais_flags(group) -> None:
     group.add_argument("--ais-chains", type=count, default=16, metavar="C", help="AIS chains per image (default: 16)")
 
 
+def add_jobs_flag(group) -> None:
+    """``--jobs N``: a comparison's runs, N at a time, each in a process of its own."""
+    group.add_argument("--jobs", type=_bounded(int, 1, False), default=1, metavar="N",
+                       help="runs at once, each in its own process; with --cuda, one GPU each, in turn (default: 1)")
+
+
 def ais_column(flags: Flags):
     """The AIS column the flags ask for, or None."""
     from .compare import AISColumn
