@@ -35,6 +35,7 @@ stops quietly (:class:`~pyro_vae.errors.RunAbortedError`) when its next collecti
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime
 import os
@@ -189,6 +190,17 @@ def shard(n: int, world: World) -> tuple[int, int]:
     return world.rank * n // world.size, (world.rank + 1) * n // world.size
 
 
+def check_batches(num_images: int, batch_size: int, world: World) -> None:
+    """Every process must hold images in every step (a step of a process without any would skip its
+    objective, whose state, e.g. a KL warm-up position, would then differ between processes): the
+    last global batch must have no fewer images than there are processes."""
+    last = num_images % batch_size
+    if 0 < last < world.size:
+        raise ConfigError("batch_size", f"{batch_size} leaves a last batch of {last} of the {num_images} training "
+                          f"images, fewer than the {world.size} processes of this run; choose a batch size (or "
+                          "--train-size) for which the last batch is whole or holds one image per process at least")
+
+
 def epoch_batches(images: torch.Tensor, batch_size: int, *, seed: int, epoch: int, world: World,
                   step_noise: noise.StepNoise, dynamic: bool) -> Iterator[torch.Tensor]:
     """This process's part of each global batch of one epoch (see the module's docstring), with
@@ -208,8 +220,8 @@ def epoch_batches(images: torch.Tensor, batch_size: int, *, seed: int, epoch: in
 class KeyedLoss(nn.Module):
     """The training loss of a run as a module that owns the VAE (so DDP sees its parameters):
     ``objective(x)`` (the negative ELBO summed over this process's rows) with the guide's ε drawn
-    from the step's keyed noise (:class:`~pyro_vae.noise.GuideNoise`). A process with no rows in a
-    step (a last batch smaller than the world) returns a zero that touches every parameter."""
+    from the step's keyed noise (:class:`~pyro_vae.noise.GuideNoise`). Every process has rows in
+    every step (:func:`check_batches`)."""
 
     def __init__(self, vae: nn.Module, objective: nn.Module, step_noise: noise.StepNoise):
         super().__init__()
@@ -217,8 +229,6 @@ class KeyedLoss(nn.Module):
         self.guide_noise = noise.GuideNoise(step_noise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 0:
-            return sum(p.sum() for p in self.vae.parameters()) * 0.0
         with self.guide_noise:
             return self.objective(x)
 
@@ -233,7 +243,9 @@ def data_parallel(loss: KeyedLoss, world: World, probe: torch.Tensor) -> nn.Modu
     from torch.nn.parallel import DistributedDataParallel
 
     params = [p for p in loss.parameters() if p.requires_grad]
+    state = copy.deepcopy(loss.objective.state_dict())  # e.g. a KL warm-up position, which a step advances
     loss.objective(probe).backward()
+    loss.objective.load_state_dict(state)
     unused = any(p.grad is None for p in params)
     for p in params:
         p.grad = None

@@ -258,6 +258,7 @@ class _Run:
         check_time(estimate, config.time_limit_hours)
 
         if steps:
+            distributed.check_batches(len(data.train), config.batch_size, self.world)
             history = self._fit(history, start_epoch)
         elif self.resumed is not None and not config.evaluate_only:
             print(f"the checkpoint is at epoch {start_epoch} of {config.num_epochs}: nothing to train; evaluating")

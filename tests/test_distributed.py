@@ -75,6 +75,16 @@ def test_guide_noise_reparameterizes_the_guide_and_keeps_the_flow_cache(guide):
         assert torch.allclose(log_prob, log_q, atol=1e-4)
 
 
+def test_a_last_batch_with_fewer_images_than_processes_is_refused():
+    from pyro_vae.distributed import World, check_batches
+    from pyro_vae.errors import ConfigError
+
+    check_batches(301, 50, World(0, 1))
+    check_batches(302, 50, World(0, 2))
+    with pytest.raises(ConfigError, match="50 leaves a last batch of 1 of the 301 training images, fewer than the 2"):
+        check_batches(301, 50, World(0, 2))
+
+
 # -- 2 processes ------------------------------------------------------------------------------------------------
 
 CASES = [("elbo", {}, {}, 64),  # shards of 32 within one block of noise
