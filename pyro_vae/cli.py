@@ -342,7 +342,7 @@ def report_errors(prog: str, function, *args, **kwargs) -> int:
     try:
         function(*args, **kwargs)
     except PyroVAEError as error:
-        if not getattr(error, "quiet", False):  # a process of a run whose failure another one has reported
+        if not getattr(error, "quiet", False):  # another process of the run has reported it
             print(f"{prog}: error: {describe_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

@@ -126,7 +126,11 @@ def initialized(device: torch.device) -> Iterator[tuple[World, torch.device]]:
         return
     import torch.distributed as dist
 
-    device = device_for(world, device)
+    try:
+        device = device_for(world, device)
+    except PyroVAEError as error:  # every process finds it, before they can agree who says it: process 0 does
+        error.quiet = world.rank != 0
+        raise
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
