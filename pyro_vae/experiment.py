@@ -8,6 +8,9 @@ writable, not holding another run), the data files, the model's construction and
 of pieces, and the time the run would take. Each failure is a
 :class:`~pyro_vae.errors.PyroVAEError` with a one-line message.
 
+Under torchrun (:mod:`pyro_vae.distributed`) the same steps run on every process: training is data
+parallel, evaluation sharded, and process 0 alone holds the folder's lock, writes and prints.
+
 While training it keeps the last good state: a checkpoint is written at the end of every epoch
 whose validation ELBO is finite and not far below the untrained model's; a run that diverges stops
 with that checkpoint intact, and a non-finite evaluation writes no result.
@@ -312,9 +315,9 @@ class _Run:
         return list(record["history"]), record["epoch"]
 
     def validate(self) -> float:
-        """Validation ELBO per image, one z per image. The draws use a fixed seed on a forked
-        generator: every epoch is scored with the same ε (less noise in model selection), and the
-        training stream of random numbers is left untouched. Sharded over the processes."""
+        """Validation ELBO per image, one z per image. The draws are keyed by the run's seed and the
+        batch of images (:func:`pyro_vae.noise.seeded`): every epoch is scored with the same ε (less
+        noise in model selection), whatever the number of processes it is sharded over."""
         if len(self.data.val) == 0:
             return math.nan
         return distributed.evaluate(self.world, self.vae, self.data.val.images, 1, self.config.eval_batch_size,
