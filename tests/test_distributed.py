@@ -187,3 +187,19 @@ def test_a_failing_process_ends_the_run_with_one_message(synthetic_data_dir, tmp
     assert "pyro_vae/" not in output, output  # no traceback of a worker
     assert time.monotonic() - start < 150
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_a_two_process_run_resumed_on_two_processes_is_bit_exact(synthetic_data_dir, tmp_path):
+    """Same number of processes, same order of float additions: resuming changes nothing at all."""
+    for name, epochs in (("straight", 2), ("resumed", 1)):
+        result = torchrun(synthetic_data_dir, flags(synthetic_data_dir, tmp_path / name, **{"num-epochs": epochs}))
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = torchrun(synthetic_data_dir, flags(synthetic_data_dir, tmp_path / "resumed", **{
+        "num-epochs": 2, "resume": tmp_path / "resumed"}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    straight, resumed = (load_checkpoint(tmp_path / name / "checkpoint.pt") for name in ("straight", "resumed"))
+    assert all(torch.equal(straight["model_state"][k], v) for k, v in resumed["model_state"].items())
+    metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("straight", "resumed")]
+    for key in ("test_elbo", "test_log_likelihood", "val_elbo"):
+        assert metrics[0][key] == metrics[1][key], key
+    assert [r["train_elbo"] for r in metrics[0]["history"]] == [r["train_elbo"] for r in metrics[1]["history"]]
