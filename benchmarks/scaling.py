@@ -1,7 +1,7 @@
 """Scaling over processes: epoch time and evaluation time for 1 and 2 processes (one thread each),
 and for 1 process with 2 threads, as ratios measured in this one run.
 
-    python benchmarks/scaling.py [--steps 20] [--batch-sizes 128 1024] [--images 100] [--k 5000] [--repeats 2]
+    python benchmarks/scaling.py [--steps 20] [--batch-sizes 128 1024] [--images 200] [--eval-batch 50] [--k 5000] [--repeats 2]
 
 Each setting runs in fresh processes (``torch.multiprocessing.spawn``; 2 processes join a gloo group
 on this machine, as torchrun's would). Training: ``--steps`` data-parallel steps of the default
@@ -9,7 +9,8 @@ on this machine, as torchrun's would). Training: ``--steps`` data-parallel steps
 (:func:`pyro_vae.distributed.epoch_batches`, :class:`~pyro_vae.distributed.KeyedLoss`,
 :func:`~pyro_vae.distributed.data_parallel`, :func:`pyro_vae.train.fit`), after 3 warm-up steps.
 Evaluation: the importance-sampled log-likelihood of ``--images`` binary images with K = ``--k``,
-sharded over the processes (:func:`pyro_vae.distributed.evaluate`). Images are synthetic
+sharded over the processes in whole batches of ``--eval-batch`` images
+(:func:`pyro_vae.distributed.evaluate`; with fewer batches than processes, some have nothing to do). Images are synthetic
 (intensities 0.13, MNIST's mean): the cost does not depend on the pixel values.
 
 Scaling efficiency = throughput of 2 one-thread processes ÷ (2 × throughput of one one-thread
@@ -24,7 +25,7 @@ import tempfile
 import time
 
 
-def worker(rank, size, port, threads, steps, batch_sizes, images, k, out):
+def worker(rank, size, port, threads, steps, batch_sizes, images, eval_batch, k, out):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     import pyro
@@ -60,9 +61,9 @@ def worker(rank, size, port, threads, steps, batch_sizes, images, k, out):
                           reduce=distributed.epoch_reducer(world))
             results[f"train {batch}"] = history[-1]["seconds"]
         x = torch.bernoulli(torch.full((images, 1, 28, 28), 0.13), generator=torch.Generator().manual_seed(0))
-        distributed.evaluate(world, vae, x[:100], 10, 100, seed=1)  # warm-up
+        distributed.evaluate(world, vae, x[:eval_batch * size], 10, eval_batch, seed=1)  # warm-up
         start = time.perf_counter()
-        distributed.evaluate(world, vae, x, k, 100, seed=0)
+        distributed.evaluate(world, vae, x, k, eval_batch, seed=0)
         results["evaluate"] = time.perf_counter() - start
     if rank == 0:
         torch.save(results, out)
@@ -77,7 +78,7 @@ def measure(size, threads, args):
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "result.pt")
-        common = (threads, args.steps, args.batch_sizes, args.images, args.k, out)
+        common = (threads, args.steps, args.batch_sizes, args.images, args.eval_batch, args.k, out)
         if size == 1:
             mp.spawn(_single, args=(port, *common), nprocs=1, join=True)
         else:
@@ -95,7 +96,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
-    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--eval-batch", type=int, default=50)
     parser.add_argument("--k", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -104,8 +106,8 @@ def main():
               for _ in range(args.repeats)]
     results = {name: {work: min(r[name][work] for r in rounds) for work in rounds[0][name]} for name in settings}
     one = results["1 process, 1 thread"]
-    print(f"{args.steps} training steps per batch size (default MLP VAE, elbo); evaluation of {args.images} images, "
-          f"K = {args.k}; seconds, the fastest of {args.repeats} rounds")
+    print(f"{args.steps} training steps per batch size (default MLP VAE, elbo); evaluation of {args.images} images "
+          f"in batches of {args.eval_batch}, K = {args.k}; seconds, the fastest of {args.repeats} rounds")
     print("| work | " + " | ".join(settings) + " | scaling efficiency, 2 processes | speed-up, 2 threads |")
     print("| --- |" + " ---: |" * (len(settings) + 2))
     for work in one:
