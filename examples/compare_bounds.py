@@ -17,6 +17,7 @@ results.md and results.json, rewritten after every run; bounds_vs_k.png, khat.pn
 training_curves.png. With --ais-images N, every run is also certified by AIS on its first N test
 images (beside importance sampling on the same images), kept in <run>/likelihood/. With --resume, finished runs are reused and an interrupted one continues from
 its checkpoint, so the summary is rebuilt without training again.
+--jobs N runs N runs at once, each in its own process (with --cuda, one GPU each, in turn).
 """
 
 import argparse
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 from pyro_vae import plots
-from pyro_vae.cli import add_ais_flags, ais_column, build_parser, parse, report_errors
+from pyro_vae.cli import add_ais_flags, add_jobs_flag, ais_column, build_parser, parse, report_errors
 from pyro_vae.compare import Variant, markdown_table, run_comparison, summarize
 from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.outputs import write_json, write_text
@@ -95,7 +96,7 @@ def compare(flags) -> None:
 
     summary, ais = [], ais_column(flags)
     run_comparison(out, [variant(objective, k) for objective, k in runs], seeds, resume=resume,
-                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS, ais=ais,
+                   overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS, ais=ais, jobs=flags.extra["jobs"],
                    after_each_run=lambda groups: summary.append(
                        write_summary(out, groups, seeds, ais.images if ais else 0)))
     print(f"\n{summary[-1]}\n\nNLL is the negative log-likelihood, as papers report it (lower is better); log p(x) "
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
     comparison.add_argument("--resume", action="store_true", default=False,
                             help="continue the comparison in --out: reuse finished runs, continue unfinished ones")
     add_ais_flags(comparison)
+    add_jobs_flag(comparison)
     flags = parse(parser, argv)
     return report_errors(parser.prog, compare, flags)
 

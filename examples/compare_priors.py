@@ -15,6 +15,7 @@ results.json, rewritten after every run, and samples.png (new images from each r
 first seed). --resume reuses finished runs and continues an interrupted one from its checkpoint.
 With --ais-images N, every run is also certified by AIS on its first N test images (beside
 importance sampling on the same images), kept in <run>/likelihood/.
+--jobs N runs N runs at once, each in its own process (with --cuda, one GPU each, in turn).
 """
 
 import sys
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 import pyro_vae
-from pyro_vae.cli import add_ais_flags, ais_column, build_parser, parse, report_errors
+from pyro_vae.cli import add_ais_flags, add_jobs_flag, ais_column, build_parser, parse, report_errors
 from pyro_vae.compare import Variant, markdown_table, run_comparison, summarize
 from pyro_vae.compatibility import REFUSED
 from pyro_vae.outputs import write_json, write_text
@@ -86,7 +87,7 @@ def compare(flags) -> None:
 
     run_comparison(out, [variant(prior, guide) for prior, guide in pairs], seeds, resume=resume,
                    overwrite=flags.settings.get("overwrite", False), outputs=OUTPUTS, after_each_run=write_summary,
-                   ais=ais)
+                   ais=ais, jobs=flags.extra["jobs"])
     print(f"\n{(out / 'table.md').read_text()}\nwritten to {out}/: table.md, results.json, samples.png "
           f"({(time.perf_counter() - start) / 60:.1f} min)")
 
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
     comparison.add_argument("--resume", action="store_true", default=False,
                             help="continue the comparison in --out: reuse finished runs, continue unfinished ones")
     add_ais_flags(comparison)
+    add_jobs_flag(comparison)
     flags = parse(parser, argv)
     return report_errors(parser.prog, compare, flags)
 

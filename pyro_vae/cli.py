@@ -330,7 +330,9 @@ def config_from_argv(description: str, argv: Sequence[str] | None = None, prog: 
 
 def report_errors(prog: str, function, *args, **kwargs) -> int:
     """Call ``function``: 0 when it returns, 2 with one line on stderr for a
-    :class:`~pyro_vae.errors.PyroVAEError`, 130 when interrupted. Warnings print as one line too."""
+    :class:`~pyro_vae.errors.PyroVAEError` (with none for a quiet
+    :class:`~pyro_vae.errors.RunAbortedError`: another process of the run printed it), 130 when
+    interrupted. Warnings print as one line too."""
     previous = warnings.showwarning
 
     def one_line(message, category, filename, lineno, file=None, line=None):
@@ -340,7 +342,8 @@ def report_errors(prog: str, function, *args, **kwargs) -> int:
     try:
         function(*args, **kwargs)
     except PyroVAEError as error:
-        print(f"{prog}: error: {describe_error(error)}", file=sys.stderr)
+        if not getattr(error, "quiet", False):  # another process of the run has reported it
+            print(f"{prog}: error: {describe_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         print(f"\n{prog}: {interrupt or 'interrupted; each finished run and epoch is saved: continue with --resume'}",
@@ -451,6 +454,12 @@ def add_ais_flags(group) -> None:
                        help="also certify every run by AIS on its first N test images (default: 0, no AIS column)")
     group.add_argument("--ais-steps", type=count, default=500, metavar="T", help="AIS steps (default: 500)")
     group.add_argument("--ais-chains", type=count, default=16, metavar="C", help="AIS chains per image (default: 16)")
+
+
+def add_jobs_flag(group) -> None:
+    """``--jobs N``: a comparison's runs, N at a time, each in a process of its own."""
+    group.add_argument("--jobs", type=_bounded(int, 1, False), default=1, metavar="N",
+                       help="runs at once, each in its own process; with --cuda, one GPU each, in turn (default: 1)")
 
 
 def ais_column(flags: Flags):

@@ -20,8 +20,10 @@ Statistics (:func:`summarize`):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ from .errors import PyroVAEError, ResumeConflictError
 from .outputs import RunDirectory
 from .stats import mean_and_stderr, paired_difference
 
+#: How the processes of ``jobs > 1`` start: ``spawn`` (fresh interpreters; safe with CUDA and threads).
+START_METHOD = "spawn"
 #: Settings a finished run must share with the configuration that would rerun it, to be reused.
 _REUSE_FREE = ("eval_samples", "eval_ks")
 
@@ -151,29 +155,101 @@ def add_ais(record: RunRecord, column: AISColumn, resume: bool) -> RunRecord:
 
 def run_comparison(folder: str | Path, variants: Sequence[Variant], seeds: Sequence[int], *, resume: bool,
                    overwrite: bool, outputs: Sequence[str], after_each_run: Callable[[list[Group]], None],
-                   ais: AISColumn | None = None) -> list[Group]:
+                   ais: AISColumn | None = None, jobs: int = 1) -> list[Group]:
     """Run (or, with ``resume``, reuse) every variant with every seed, each run in its own folder,
     holding the comparison's folder (locked; a fresh comparison refuses one that holds a comparison
     unless ``overwrite``). ``after_each_run`` is called with the groups so far after every run, so
     the summary on disk is never older than the last finished run. With ``ais``, every run is also
-    certified by AIS on a stated subset of test images (:class:`AISColumn`)."""
+    certified by AIS on a stated subset of test images (:class:`AISColumn`).
+
+    ``jobs``: how many runs go at once, each in a process of its own (started with ``spawn``); runs
+    on CUDA take the machine's GPUs in turn (run i on ``cuda:i mod count``). The summary holds, for
+    each variant, its runs of the first seeds that have all finished (so that paired differences
+    pair the same seeds); a run that fails does not stop the others, and the first failure is
+    raised once every other run has finished (the finished ones are kept)."""
     claim = RunDirectory(folder, markers=(COMPARISON_MARKER,), outputs=outputs).claim(fresh=not resume,
                                                                                       overwrite=overwrite)
-    groups: list[Group] = []
+    tasks = [(v, seed) for v in range(len(variants)) for seed in seeds]
+    records: dict[tuple[int, int], RunRecord] = {}
+
+    def groups() -> list[Group]:
+        done = []
+        for v, variant in enumerate(variants):
+            runs = list(itertools.takewhile(lambda run: run is not None, (records.get((v, seed)) for seed in seeds)))
+            if runs:
+                done.append(Group(variant.label, runs, variant.info))
+        return done
+
     with claim:
         try:
-            for variant in variants:
-                group = Group(variant.label, [], variant.info)
-                groups.append(group)
-                for seed in seeds:
-                    print(f"\n=== {variant.label}, seed {seed} ===")
-                    record = run_or_reuse(variant.config(seed), resume)
-                    group.runs.append(add_ais(record, ais, resume) if ais is not None else record)
-                    after_each_run([g for g in groups if g.runs])
+            if jobs <= 1:
+                for v, seed in tasks:
+                    print(f"\n=== {variants[v].label}, seed {seed} ===")
+                    records[v, seed] = _run_one(variants[v].config(seed), resume, ais)
+                    after_each_run(groups())
+            else:
+                def summarize_so_far() -> None:
+                    if groups():  # e.g. not while only later seeds have finished
+                        after_each_run(groups())
+
+                _run_in_parallel(variants, tasks, records, resume, ais, jobs, summarize_so_far)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"interrupted; the finished runs are kept in {folder}: continue the comparison "
                                     "with the same flags and --resume") from None
-    return groups
+    return groups()
+
+
+def _run_one(config: RunConfig, resume: bool, ais: AISColumn | None) -> RunRecord:
+    record = run_or_reuse(config, resume)
+    return add_ais(record, ais, resume) if ais is not None else record
+
+
+def _job(config: RunConfig, resume: bool, ais: AISColumn | None) -> RunRecord | str:
+    """One run in a worker process: its record, or its one-line error message (exceptions with
+    their own constructor arguments do not always survive pickling)."""
+    try:
+        return _run_one(config, resume, ais)
+    except PyroVAEError as error:
+        from .cli import describe_error
+
+        return describe_error(error)
+
+
+def _run_in_parallel(variants, tasks, records, resume, ais, jobs, summarize_so_far) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    gpus = torch.cuda.device_count()
+    configs = []
+    for i, (v, seed) in enumerate(tasks):
+        config = variants[v].config(seed).replace(progress=False)
+        if torch.device(config.device).type == "cuda" and gpus:
+            config = config.replace(device=f"cuda:{i % gpus}")
+        elif config.threads is None:  # the machine's cores shared out between the jobs
+            config = config.replace(threads=max(1, (os.cpu_count() or 1) // jobs))
+        configs.append(config)
+    failures = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(START_METHOD)) as pool:
+        pending = {pool.submit(_job, config, resume, ais): task for task, config in zip(tasks, configs)}
+        try:
+            while pending:
+                finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished_now:
+                    v, seed = pending.pop(future)
+                    outcome = future.result()
+                    if isinstance(outcome, str):
+                        print(f"=== {variants[v].label}, seed {seed}: failed: {outcome}")
+                        failures.append(f"{variants[v].label}, seed {seed}: {outcome}")
+                        continue
+                    print(f"=== {variants[v].label}, seed {seed}: finished")
+                    records[v, seed] = outcome
+                    summarize_so_far()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    if failures:
+        raise PyroVAEError(f"{len(failures)} of {len(tasks)} runs failed, the first {failures[0]}; the finished runs "
+                           "are kept: fix it and continue with --resume")
 
 
 def _number(value: Any) -> float | None:

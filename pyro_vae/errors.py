@@ -70,3 +70,12 @@ class ResourceError(PyroVAEError, MemoryError):
 class TrainingDivergedError(PyroVAEError, FloatingPointError):
     """Training or evaluation produced non-finite values, or an objective far below the untrained
     model's: the optimization diverged."""
+
+
+class RunAbortedError(PyroVAEError, RuntimeError):
+    """A process of a run over several processes stopped because another one failed. ``quiet``: the
+    other process has printed the reason, so this one says nothing more."""
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet

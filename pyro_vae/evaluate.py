@@ -21,6 +21,7 @@ bounds. Everything runs on the model's device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -32,6 +33,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent
 
+from . import noise
 from .bounds import iwae_bound, iwae_bounds
 from .errors import InputError
 from .objectives.traces import trace_log_weights
@@ -119,6 +121,15 @@ class Evaluation:
             "bounds_stderr": {k: stderr for k, (_, stderr) in bounds.items()},
         }
 
+    @classmethod
+    def concat(cls, parts: Sequence[Evaluation]) -> Evaluation:
+        """The evaluations of consecutive parts of a data set, as one (e.g. the shards of processes)."""
+        parts = [p for p in parts if p.elbo.shape[0]] or list(parts[:1])
+        first = parts[0]
+        return cls(torch.cat([p.elbo for p in parts]), torch.cat([p.log_likelihood for p in parts]),
+                   first.num_samples, None if first.khat is None else torch.cat([p.khat for p in parts]),
+                   {k: torch.cat([p.bounds[k] for p in parts]) for k in first.bounds})
+
     def non_finite(self) -> torch.Tensor:
         """Indices of the images whose ELBO or log-likelihood estimate is NaN or infinite."""
         return (~(torch.isfinite(self.elbo) & torch.isfinite(self.log_likelihood))).nonzero().flatten()
@@ -127,11 +138,17 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int = 100,
              chunk_size: int | None = None, psis: bool = False, ks: Sequence[int] = (),
-             progress: bool = False) -> Evaluation:
+             progress: bool = False, seed: int | None = None, batches: range | None = None) -> Evaluation:
     """ELBO and L_K (K = ``num_samples``) for every image of ``data`` (already on the device);
     with ``psis`` the PSIS k̂ of each image's log-weights (:func:`psis_khat`, K ≥ 100); with ``ks``
     the bounds E[L_K'] for each K' in ``ks``, all from the same K log-weights
     (:func:`pyro_vae.bounds.iwae_bounds`).
+
+    With ``seed``, batch b of images (``data[b·batch_size : (b+1)·batch_size]``) draws its z from
+    the global generator seeded by (``seed``, b) (:func:`pyro_vae.noise.seeded`), so its results do
+    not depend on which other batches are evaluated, nor where; without it the draws continue the
+    global stream. ``batches`` evaluates only those batch indices (a shard; default all), and the
+    result holds their images in order.
 
     With ``num_samples = 1`` the log-likelihood column equals the ELBO column: use K ≥ 1000 for a
     log-likelihood worth reporting (the literature uses 5000).
@@ -154,14 +171,17 @@ def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int
     was_training = vae.training
     vae.eval()
     elbos, log_likelihoods, khats, bounds = [], [], [], []
-    batches = range(0, data.shape[0], batch_size)
+    indices = range(-(-data.shape[0] // batch_size)) if batches is None else batches
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc=f"evaluate (K={num_samples})", unit="batch", leave=False)
+        indices = tqdm(indices, desc=f"evaluate (K={num_samples})", unit="batch", leave=False)
     try:
-        for start in batches:
-            log_w = log_weights(vae, data[start:start + batch_size], num_samples, chunk_size)
+        for index in indices:
+            start = index * batch_size
+            with noise.seeded((seed, noise.EVALUATION, index), data.device) if seed is not None \
+                    else contextlib.nullcontext():
+                log_w = log_weights(vae, data[start:start + batch_size], num_samples, chunk_size)
             elbos.append(log_w.mean(0))
             log_likelihoods.append(iwae_bound(log_w))
             if psis:
@@ -169,6 +189,10 @@ def evaluate(vae: VAE, data: torch.Tensor, num_samples: int = 1, batch_size: int
             bounds.append(iwae_bounds(log_w, ks))
     finally:
         vae.train(was_training)
+    if not elbos:  # an empty shard
+        empty = torch.empty(0)
+        return Evaluation(empty, empty.clone(), num_samples, empty.clone() if psis else None,
+                          {k: empty.clone() for k in ks})
     return Evaluation(torch.cat(elbos).cpu(), torch.cat(log_likelihoods).cpu(), num_samples,
                       torch.cat(khats) if psis else None,
                       {k: torch.cat([b[k] for b in bounds]).cpu() for k in ks})

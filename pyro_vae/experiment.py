@@ -8,6 +8,9 @@ writable, not holding another run), the data files, the model's construction and
 of pieces, and the time the run would take. Each failure is a
 :class:`~pyro_vae.errors.PyroVAEError` with a one-line message.
 
+Under torchrun (:mod:`pyro_vae.distributed`) the same steps run on every process: training is data
+parallel, evaluation sharded, and process 0 alone holds the folder's lock, writes and prints.
+
 While training it keeps the last good state: a checkpoint is written at the end of every epoch
 whose validation ELBO is finite and not far below the untrained model's; a run that diverges stops
 with that checkpoint intact, and a non-finite evaluation writes no result.
@@ -15,9 +18,12 @@ with that checkpoint intact, and a non-finite evaluation writes no result.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import itertools
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,7 +32,7 @@ from typing import Any
 import pyro
 import torch
 
-from . import checkpoint, plots
+from . import checkpoint, distributed, plots
 from .build import build_vae, describe
 from .compatibility import check_combination
 from .config import FIXED, OVERRIDE, RunConfig
@@ -40,8 +46,9 @@ from .errors import (
     ResumeConflictError,
     TrainingDivergedError,
 )
-from .evaluate import MIN_PSIS_SAMPLES, Evaluation, active_units, evaluate, kl_per_dimension
+from .evaluate import MIN_PSIS_SAMPLES, Evaluation, active_units, kl_per_dimension
 from .kl import describe_kl_term, has_closed_form_kl
+from .noise import VALIDATION, StepNoise, derive_seed
 from .objectives import make_objective
 from .outputs import RunDirectory, save_torch, write_json
 from .resources import check_memory, check_time, estimate_memory, estimate_seconds
@@ -93,6 +100,23 @@ def run(config: RunConfig) -> RunResult:
                                 f"{DATASETS[config.dataset].layout}")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    with distributed.initialized(device) as (world, device), _quiet_unless(world.is_main):
+        if not world.is_main:
+            config = dataclasses.replace(config, progress=False)
+        return _run(config, device, world)
+
+
+@contextlib.contextmanager
+def _quiet_unless(main: bool):
+    """Standard output as it is in the main process; discarded in the others (one voice per run)."""
+    if main:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+def _run(config: RunConfig, device: torch.device, world: distributed.World) -> RunResult:
     resumed = _load_resumed(config, device) if config.resume is not None else None
     x_shape = DATASETS[config.dataset].x_shape
     model_config = resumed.record["model_config"] if resumed else config.model_config(x_shape)
@@ -105,10 +129,12 @@ def run(config: RunConfig) -> RunResult:
     folder = RunDirectory(config.out)
     fresh = resumed is None or folder.path.resolve() != resumed.folder.resolve()
     needed = memory.parameters * 2 + (2 << 20)  # checkpoints (model, Adam state, a copy while renaming), plots
-    with pyro.validation_enabled(config.pyro_validation), \
-            folder.claim(fresh=fresh, overwrite=config.overwrite, needed_bytes=needed):
+    # The main process holds the folder's lock for the whole run; the others of the run write nothing.
+    claim = folder.claim(fresh=fresh, overwrite=config.overwrite, needed_bytes=needed) if world.is_main \
+        else contextlib.nullcontext()
+    with pyro.validation_enabled(config.pyro_validation), claim:
         try:
-            return _Run(config, device, resumed, model_config, folder).execute()
+            return _Run(config, device, resumed, model_config, folder, world).execute()
         except KeyboardInterrupt:
             raise KeyboardInterrupt(_interrupted(folder)) from None
 
@@ -185,9 +211,10 @@ class _Run:
     """The steps of one run, sharing its state (model, data, selection so far)."""
 
     def __init__(self, config: RunConfig, device: torch.device, resumed: _Resumed | None,
-                 model_config: dict, folder: RunDirectory):
+                 model_config: dict, folder: RunDirectory, world: distributed.World | None = None):
         self.config, self.device, self.resumed, self.model_config, self.folder = (
             config, device, resumed, model_config, folder)
+        self.world = world or distributed.World()
         self.paths: dict[str, Path] = {}
 
     # -- the steps -----------------------------------------------------------------------------
@@ -214,6 +241,10 @@ class _Run:
             q_probe, p_probe = vae.encode(data.test.images[:2]), vae.prior()
         self.kl_closed_form = has_closed_form_kl(q_probe, p_probe)
         self.optimizer = make_adam(vae.parameters(), lr=config.lr, eps=config.adam_eps)
+        # Training draws keyed noise (pyro_vae.noise), so its steps do not depend on the number of processes.
+        self.step_noise = StepNoise()
+        self.train_loss = distributed.data_parallel(distributed.KeyedLoss(vae, loss, self.step_noise), self.world,
+                                                    data.example_batch(8))
         # The untrained model is the yardstick of divergence (the same on resume: same seed, same model).
         self.reference = {"training objective": -initial_loss,
                           "validation ELBO": self.validate() if len(data.val) else math.nan}
@@ -230,6 +261,7 @@ class _Run:
         check_time(estimate, config.time_limit_hours)
 
         if steps:
+            distributed.check_batches(len(data.train), config.batch_size, self.world)
             history = self._fit(history, start_epoch)
         elif self.resumed is not None and not config.evaluate_only:
             print(f"the checkpoint is at epoch {start_epoch} of {config.num_epochs}: nothing to train; evaluating")
@@ -283,23 +315,28 @@ class _Run:
         return list(record["history"]), record["epoch"]
 
     def validate(self) -> float:
-        """Validation ELBO per image, one z per image. The draws use a fixed seed on a forked
-        generator: every epoch is scored with the same ε (less noise in model selection), and the
-        training stream of random numbers is left untouched."""
+        """Validation ELBO per image, one z per image. The draws are keyed by the run's seed and the
+        batch of images (:func:`pyro_vae.noise.seeded`): every epoch is scored with the same ε (less
+        noise in model selection), whatever the number of processes it is sharded over."""
         if len(self.data.val) == 0:
             return math.nan
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config.seed)
-            return evaluate(self.vae, self.data.val.images, 1, self.config.eval_batch_size).elbo.mean().item()
+        return distributed.evaluate(self.world, self.vae, self.data.val.images, 1, self.config.eval_batch_size,
+                                    seed=derive_seed(self.config.seed, VALIDATION)).elbo.mean().item()
 
     def _fit(self, history: list[dict], start_epoch: int) -> list[dict]:
         config, data = self.config, self.data
+        epochs = itertools.count(start_epoch + 1)
+
+        def batches():  # fit asks for each epoch's batches in turn
+            return distributed.epoch_batches(data.train.images, config.batch_size, seed=config.seed,
+                                             epoch=next(epochs), world=self.world, step_noise=self.step_noise,
+                                             dynamic=data.binarize == "dynamic")
         try:
-            return fit(self.loss, self.optimizer, lambda: data.train_batches(config.batch_size), config.num_epochs,
+            return fit(self.train_loss, self.optimizer, batches, config.num_epochs,
                        start_epoch=start_epoch, history=history, num_batches=data.num_batches(config.batch_size),
                        validate=self.validate, on_epoch_end=self._on_epoch_end,
-                       lr_factor=LR_SCHEDULES[config.lr_schedule], progress=config.progress)
+                       lr_factor=LR_SCHEDULES[config.lr_schedule], progress=config.progress,
+                       reduce=distributed.epoch_reducer(self.world))
         except TrainingDivergedError as error:
             raise TrainingDivergedError(f"{error}{self._kept()}") from None
 
@@ -312,12 +349,16 @@ class _Run:
             self.best.update(val_elbo=record["val_elbo"] if has_val else None, epoch=record["epoch"],
                              state=copy.deepcopy(self.vae.state_dict()))
             self._save_best(record["epoch"], None, history)
+        if not self.world.is_main:
+            return
         self.paths["checkpoint"] = checkpoint.save_checkpoint(
             self.folder / "checkpoint.pt", self.vae, self.optimizer, epoch=record["epoch"], history=history,
             run_config=self.config.to_dict(), best_val_elbo=self.best["val_elbo"] if has_val else None,
             best_epoch=self.best["epoch"], objective_state=self.loss.state_dict(), data_files=self.data.files)
 
     def _save_best(self, epoch: int, state: dict | None, history: list[dict]) -> None:
+        if not self.world.is_main:
+            return
         vae = self.vae
         if state is not None:  # save another state than the current one, through a copy of the model
             vae = copy.deepcopy(self.vae)
@@ -357,8 +398,9 @@ class _Run:
         log-weights per image; validation ELBO of the same model beside them."""
         config, vae, data = self.config, self.vae, self.data
         start = time.perf_counter()
-        test = evaluate(vae, data.test.images, config.eval_samples, config.eval_batch_size,
-                        psis=config.eval_samples >= MIN_PSIS_SAMPLES, ks=config.bound_ks(), progress=config.progress)
+        test = distributed.evaluate(self.world, vae, data.test.images, config.eval_samples, config.eval_batch_size,
+                                    seed=config.seed, psis=config.eval_samples >= MIN_PSIS_SAMPLES,
+                                    ks=config.bound_ks(), progress=config.progress)
         eval_seconds = time.perf_counter() - start
         bad = test.non_finite()
         if len(bad):
@@ -367,9 +409,11 @@ class _Run:
                 f"{len(data.test)} test images (the first is image {bad[0].item()}); no result was written")
         num_active, activity = active_units(vae, data.test.images)
         kl_dims = kl_per_dimension(vae, data.test.images)
-        self.paths["evaluation"] = save_torch(self.folder / "evaluation.pt", {
-            "elbo": test.elbo, "log_likelihood": test.log_likelihood, "khat": test.khat, "bounds": test.bounds,
-            "activity": activity, "kl_per_dim": kl_dims})
+        main = self.world.is_main
+        if main:
+            self.paths["evaluation"] = save_torch(self.folder / "evaluation.pt", {
+                "elbo": test.elbo, "log_likelihood": test.log_likelihood, "khat": test.khat, "bounds": test.bounds,
+                "activity": activity, "kl_per_dim": kl_dims})
         summary = test.summary()
         val_elbo = self.validate() if len(data.val) else None
         metrics = _json_safe({
@@ -390,7 +434,10 @@ class _Run:
             "data_files": data.files,
             "versions": versions(),
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else _cpu_name(),
+            "world_size": self.world.size, "backend": self.world.backend,
         })
+        if not main:  # the main process writes the run's files
+            return RunResult(config, metrics, test, history, vae, dict(self.paths))
         self.paths["metrics"] = write_json(self.folder / "metrics.json", metrics)
         self._plot(history, summary, test)
         print(format_summary(metrics, self.paths))

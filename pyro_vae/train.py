@@ -73,6 +73,7 @@ def fit(
     progress: bool = True,
     verbose: bool = True,
     refresh_every: int = 50,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict]:
     """Run epochs ``start_epoch + 1 .. num_epochs`` of gradient steps on ``loss``.
 
@@ -84,6 +85,9 @@ def fit(
     :param on_epoch_end: called with the history after each epoch (checkpointing lives there).
     :param lr_factor: epoch -> factor on each parameter group's initial learning rate.
     :param progress: a tqdm bar per epoch with the running ELBO; ``verbose``: one line per epoch.
+    :param reduce: in a data-parallel run (:mod:`pyro_vae.distributed`), sums a tensor over the
+        processes; the epoch's loss and image count are summed with it, so ``train_elbo`` is the
+        run's, not this process's share of it. The bar shows this process's share.
     :returns: the history, one record per epoch: ``epoch``, ``train_elbo`` (mean over the epoch's
         images of the per-step objective estimate, nats per image), ``lr``, ``val_elbo``, ``seconds``.
     """
@@ -112,6 +116,9 @@ def fit(
             if progress and step % refresh_every == 0:
                 bar.set_postfix(elbo=f"{-_finite(total, epoch) / count:.2f}")
         bar.close()
+        if reduce is not None:
+            summed = reduce(torch.stack([total.double(), total.new_tensor(count, dtype=torch.float64)]))
+            total, count = summed[0], int(summed[1].item())
         if count == 0:
             raise InputError(f"batches() gave no batch in epoch {epoch}: it must yield at least one tensor of images")
         record = {"epoch": epoch, "train_elbo": -_finite(total, epoch) / max(count, 1),

@@ -43,3 +43,36 @@ def test_compare_priors_writes_a_table_over_seeds(synthetic_data_dir, tmp_path, 
     assert script.main(argv + ["--resume"]) == 0
     assert (out / "vamp-full_rank" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp
     assert (out / "table.md").read_text().splitlines() == table
+
+
+def test_jobs_run_the_comparison_in_parallel_and_keep_finished_runs_when_one_fails(synthetic_data_dir, tmp_path,
+                                                                                   monkeypatch):
+    from pyro_vae import compare
+    from pyro_vae.errors import ConfigError
+
+    # fork: the synthetic files' checksums are accepted in this process only (conftest.accept_as_real)
+    monkeypatch.setattr(compare, "START_METHOD", "fork")
+    script = load_script()
+    rows = ["--num-epochs", "1", "--z-dim", "2", "--eval-samples", "20", "--rows", "standard_normal:diagonal_normal",
+            "learned_normal:diagonal_normal", "--seeds", "0", "1"]
+    assert script.main(quick_args(synthetic_data_dir, tmp_path / "one", *rows)) == 0
+    assert script.main(quick_args(synthetic_data_dir, tmp_path / "two", *rows, "--jobs", "2")) == 0
+    one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two"))
+    assert [[run["test_elbo"] for run in row["runs"]] for row in one] == \
+        [[run["test_elbo"] for run in row["runs"]] for row in two]  # the same runs, whatever the order they ran in
+
+    real = compare.run_or_reuse
+
+    def failing(config, resume):
+        if config.prior == "learned_normal" and config.seed == 0:
+            raise ConfigError("lr", "injected failure")
+        return real(config, resume)
+
+    monkeypatch.setattr(compare, "run_or_reuse", failing)
+    out = tmp_path / "failing"
+    assert script.main(quick_args(synthetic_data_dir, out, *rows, "--jobs", "2")) == 2
+    finished = sorted(path.parent.relative_to(out).as_posix() for path in out.glob("*/*/metrics.json"))
+    assert finished == ["learned_normal-diagonal_normal/seed1", "standard_normal-diagonal_normal/seed0",
+                        "standard_normal-diagonal_normal/seed1"]
+    table = (out / "table.md").read_text()
+    assert "`standard_normal`" in table and "`learned_normal`" not in table  # seed 0 of the row is missing

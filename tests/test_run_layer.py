@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae import RunConfig, experiment
+from pyro_vae import RunConfig, distributed, experiment
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.cli import main
 from pyro_vae.data import load_data
@@ -160,15 +160,15 @@ def test_divergence_keeps_the_last_good_checkpoint(synthetic_data_dir, tmp_path,
 
 
 def test_a_non_finite_evaluation_writes_no_result(synthetic_data_dir, tmp_path, monkeypatch):
-    real_evaluate = experiment.evaluate
+    real_evaluate = distributed.evaluate
 
-    def one_nan(vae, data, num_samples=1, *args, **kwargs):
-        result = real_evaluate(vae, data, num_samples, *args, **kwargs)
+    def one_nan(world, vae, data, num_samples=1, *args, **kwargs):
+        result = real_evaluate(world, vae, data, num_samples, *args, **kwargs)
         if num_samples > 1:  # the test evaluation, not validation
             result.log_likelihood[3] = math.nan
         return result
 
-    monkeypatch.setattr(experiment, "evaluate", one_nan)
+    monkeypatch.setattr(distributed, "evaluate", one_nan)
     out = tmp_path / "run"
     with pytest.raises(TrainingDivergedError, match=r"for 1 of 40 test images \(the first is image 3\); no result"):
         pyro_vae.run(small_config(synthetic_data_dir, out))

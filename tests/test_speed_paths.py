@@ -152,3 +152,22 @@ def test_fit_reads_the_loss_once_per_epoch_and_per_progress_refresh(progress, ex
         monkeypatch.setattr(torch.Tensor, name, counted)
     fit(loss, optimizer, lambda: x.split(4), 2, progress=progress, verbose=False, refresh_every=5)
     assert len(reads) == expected_reads, reads
+
+
+@pytest.mark.parametrize("guide", ["diagonal_normal", "iaf"])
+def test_a_keyed_training_step_reads_no_value_back(guide, no_host_reads):
+    """The run's step: its shard of a keyed permutation, keyed binarization and keyed guide noise
+    (pyro_vae.distributed, pyro_vae.noise) add no read of a tensor's value."""
+    from pyro_vae import distributed
+    from pyro_vae.noise import StepNoise
+
+    pyro.enable_validation(False)
+    vae = small_vae(guide=guide)
+    data = torch.full((20, 1, 28, 28), 0.2, dtype=torch.float64)
+    step_noise = StepNoise()
+    loss = distributed.KeyedLoss(vae, make_objective("elbo", {"num_particles": 3})(vae.model, vae.guide), step_noise)
+    no_host_reads()
+    for x in distributed.epoch_batches(data, 8, seed=0, epoch=1, world=distributed.World(), step_noise=step_noise,
+                                       dynamic=True):
+        loss(x).backward()
+    assert all(parameter.grad is not None for parameter in vae.encoder.parameters())
