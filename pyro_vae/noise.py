@@ -118,7 +118,10 @@ class GuideNoise(Messenger):
         fn = msg["fn"]
         loc = _a_tensor(fn)
         eps = self.noise.eps(fn.batch_shape, fn.event_shape, loc.device, loc.dtype)
-        msg["value"] = noise_map(fn)(eps)[0]
+        # a distribution that keeps state about its own samples (the flow guide's chain, which its
+        # path derivative needs) reparameterizes itself; the others through the generic map
+        reparameterize = getattr(fn, "reparameterize", None)
+        msg["value"] = reparameterize(eps) if reparameterize is not None else noise_map(fn)(eps)[0]
         msg["done"] = True
 
 

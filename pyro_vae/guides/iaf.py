@@ -26,7 +26,18 @@ class FlowPosterior(dist.TransformedDistribution):
     _chain: tuple = ()
 
     def rsample(self, sample_shape: tuple = ()) -> torch.Tensor:
-        z = self.base_dist.rsample(sample_shape)
+        return self._push(self.base_dist.rsample(sample_shape))
+
+    def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
+        """z = T(μ₀ + σ₀ ⊙ ε) for given standard normal noise ε of the shape of a sample: what
+        :meth:`rsample` does with fresh noise (used by :class:`pyro_vae.noise.GuideNoise`)."""
+        from ..annealing import noise_map
+
+        return self._push(noise_map(self.base_dist)(eps)[0])
+
+    def _push(self, z: torch.Tensor) -> torch.Tensor:
+        """z_T from a base sample z_0, through every step (each caches its input and output),
+        keeping the chain z_0 .. z_T for :meth:`path_log_prob`."""
         chain = [z]
         for transform in self.transforms:
             z = transform(z)
