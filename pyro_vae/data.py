@@ -70,7 +70,6 @@ class DatasetSpec:
     num_val: int = 0
     #: one fixed, published binarization: the images are binary and ``binarize`` does not apply
     binarized: bool = False
-    labelled: bool = True
 
     @property
     def layout(self) -> str:
@@ -98,7 +97,7 @@ DATASETS = {
         "t10k-labels-idx1-ubyte": {"bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"},
     }),
     "binarized-mnist": DatasetSpec("binarized-mnist", binarized_mnist.FOLDER, (1, 28, 28), 50_000, 10_000,
-                                   binarized_mnist.CHECKSUMS, num_val=10_000, binarized=True, labelled=False),
+                                   binarized_mnist.CHECKSUMS, num_val=10_000, binarized=True),
 }
 BINARIZATIONS = ("dynamic", "static", "none")
 BINARIZE_SEED = 0
