@@ -142,18 +142,20 @@ class VAE(nn.Module):
     def _check_x(self, x, name: str, values: bool) -> None:
         if not torch.is_tensor(x):
             raise InputError(f"{name} must be a torch.Tensor of images, got {type(x).__name__}")
-        expected = f"(N, {', '.join(map(str, self.x_shape))})" if self.x_shape else "(N, ...)"
         if not x.is_floating_point():
             hint = ": convert with x.float() / 255" if x.dtype == torch.uint8 else ""
             raise InputError(f"{name} has dtype {x.dtype}; images must be floating point in [0, 1]{hint}")
-        if self.x_shape is not None and tuple(x.shape[1:]) != self.x_shape or x.dim() == 0:
+        if self.x_shape is not None and x.shape[1:] != self.x_shape or x.dim() == 0:
+            expected = f"(N, {', '.join(map(str, self.x_shape))})" if self.x_shape else "(N, ...)"
             hint = ""
             if self.x_shape is not None and x.dim() >= 1 and math.prod(x.shape[1:]) == math.prod(self.x_shape):
                 hint = f": reshape with x.reshape(-1, {', '.join(map(str, self.x_shape))})"
             raise InputError(f"{name} has shape {tuple(x.shape)}; this model takes images of shape {expected}{hint}")
         if x.shape[0] == 0:
             raise InputError(f"{name} holds no images (shape {tuple(x.shape)}); pass at least one")
-        parameter = next(self.parameters(), None)
+        parameter = next(self.encoder.parameters(), None)  # the encoder's first: a short search, every step
+        if parameter is None:
+            parameter = next(self.parameters(), None)
         if parameter is not None:
             if x.dtype != parameter.dtype:
                 raise InputError(f"{name} has dtype {x.dtype} but the model's parameters are {parameter.dtype}: "

@@ -171,3 +171,145 @@ def test_a_keyed_training_step_reads_no_value_back(guide, no_host_reads):
                                        dynamic=True):
         loss(x).backward()
     assert all(parameter.grad is not None for parameter in vae.encoder.parameters())
+
+
+# -- the library's distribution objects against Pyro's plain ones ---------------------------------
+
+def _plain_pieces(monkeypatch):
+    """Make the default guide, prior and likelihood return Pyro's plain distributions, the reference
+    for the library's cheaper ones (:class:`DiagonalNormal`, :class:`StandardNormal`,
+    :class:`IndependentBernoulli`)."""
+    from pyro_vae.guides.diagonal_normal import DiagonalNormalGuide, positive_scale
+    from pyro_vae.likelihoods.bernoulli import BernoulliLikelihood
+    from pyro_vae.priors.standard_normal import StandardNormalPrior
+
+    def guide_forward(self, encoded):
+        z_loc, z_scale_raw = encoded.split(self.z_dim, dim=-1)
+        return dist.Normal(z_loc, positive_scale(z_scale_raw, self.min_scale)).to_event(1)
+
+    monkeypatch.setattr(DiagonalNormalGuide, "forward", guide_forward)
+    monkeypatch.setattr(StandardNormalPrior, "forward", lambda self: dist.Normal(self.loc, self.scale).to_event(1))
+    monkeypatch.setattr(BernoulliLikelihood, "forward",
+                        lambda self, logits: dist.Bernoulli(logits=logits).to_event(len(self.x_shape)))
+
+
+@pytest.mark.parametrize("num_particles", [1, 4])
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_the_cheaper_distributions_give_the_numbers_of_pyros_plain_ones(name, num_particles, monkeypatch):
+    """Every objective, at the same parameters and seed, with the library's guide, prior and
+    likelihood against the same pieces returning Pyro's ``Normal(...).to_event(1)`` and
+    ``Bernoulli(logits).to_event(3)``: the same ε, so the same loss and gradients to float64
+    rounding. STL and DReG take the plain pieces' generic path-derivative route."""
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((6, 1, 28, 28), 0.2, dtype=torch.float64))
+    parameters = list(vae.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loss = make_objective(name, {"num_particles": num_particles})(vae.model, vae.guide)
+    ours = value_and_grads(loss, parameters, x)
+    assert type(pyro.poutine.trace(vae.guide).get_trace(x).nodes["z"]["fn"]).__name__ == "DiagonalNormal"
+    _plain_pieces(monkeypatch)
+    assert type(pyro.poutine.trace(vae.guide).get_trace(x).nodes["z"]["fn"]).__name__ == "Independent"
+    plain = value_and_grads(loss, parameters, x)
+    (value, grads), (plain_value, plain_grads) = ours, plain
+    torch.testing.assert_close(value, plain_value, rtol=1e-12, atol=1e-9)
+    for grad, plain_grad in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(grad, plain_grad, rtol=1e-9, atol=1e-10)
+
+
+def test_the_cheaper_distributions_give_pyros_numbers_under_the_runs_keyed_noise(monkeypatch):
+    """The training step of a run (keyed ε through GuideNoise): DiagonalNormal.reparameterize against
+    the generic noise map of a plain Normal."""
+    from pyro_vae import distributed
+    from pyro_vae.noise import StepNoise
+
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((6, 1, 28, 28), 0.2, dtype=torch.float64))
+    parameters = list(vae.parameters())
+    step_noise = StepNoise()
+    step_noise.key, step_noise.start = (3, 1, 0), 0
+    loss = distributed.KeyedLoss(vae, make_objective("iwae_dreg", {"num_particles": 3})(vae.model, vae.guide),
+                                 step_noise)
+    ours = value_and_grads(loss, parameters, x)
+    _plain_pieces(monkeypatch)
+    plain = value_and_grads(loss, parameters, x, seed=99)  # the keyed noise does not depend on the seed
+    torch.testing.assert_close(ours[0], plain[0], rtol=1e-12, atol=1e-9)
+    for grad, plain_grad in zip(ours[1], plain[1], strict=True):
+        torch.testing.assert_close(grad, plain_grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("loc_size,scale_size", [(0.0, 1.0), (30.0, 1e-3), (1e3, 1e-4)],
+                         ids=["unit", "far-narrow", "very-far-very-narrow"])
+def test_diagonal_normal_log_q_of_its_own_draw(loc_size, scale_size):
+    """log q(z) of a draw from ε, against Normal.log_prob at z computed in float64 from the same
+    float32 z: the value (to float32 rounding of that z) and the total gradients in μ and σ."""
+    from pyro_vae.guides.diagonal_normal import DiagonalNormal
+
+    torch.manual_seed(0)
+    loc = (loc_size * torch.randn(5, 7)).requires_grad_()
+    scale = (scale_size * (0.5 + torch.rand(5, 7))).requires_grad_()
+    q = DiagonalNormal(loc, scale).expand([3, 5])  # a particle plate's expansion keeps the class
+    assert isinstance(q, DiagonalNormal) and q.batch_shape == (3, 5)
+    z = q.rsample()
+    ours = q.log_prob(z)
+    # the reference: Normal.log_prob in float64 at the same z, as a function of (μ, σ)
+    loc64, scale64 = loc.detach().double().requires_grad_(), scale.detach().double().requires_grad_()
+    eps64 = ((z.detach().double() - loc64.detach()) / scale64.detach())
+    z64 = loc64 + eps64 * scale64
+    reference = dist.Normal(loc64, scale64).to_event(1).log_prob(z64)
+    # float32 z carries a relative error 2^-24 · |μ| / σ in ε; allow for it
+    tolerance = 1e-4 + 7 * 2 * (loc_size / scale_size + 3) ** 2 * 2.0 ** -24
+    torch.testing.assert_close(ours.double(), reference.detach(), rtol=0, atol=tolerance)
+    grads = torch.autograd.grad(ours.sum(), [loc, scale], allow_unused=True)
+    ref_grads = torch.autograd.grad(reference.sum(), [loc64, scale64])
+    assert grads[0] is None  # ∂/∂μ of log q(μ + σε) is exactly 0: μ is not used
+    torch.testing.assert_close(ref_grads[0], torch.zeros_like(ref_grads[0]), rtol=0, atol=1e-6 / scale_size)
+    torch.testing.assert_close(grads[1].double(), ref_grads[1], rtol=1e-5, atol=0)
+
+
+def test_diagonal_normal_other_values_and_path_log_prob():
+    """Values that are not its own draw go through Normal.log_prob; ``path_log_prob`` has log q's
+    value with a gradient through z only, equal to ∇_z log q = −(z − μ)/σ²."""
+    from pyro_vae.guides.diagonal_normal import DiagonalNormal
+
+    torch.manual_seed(1)
+    loc, scale = torch.randn(4, 3, requires_grad=True), (0.2 + torch.rand(4, 3)).requires_grad_()
+    q = DiagonalNormal(loc, scale)
+    plain = dist.Normal(loc, scale).to_event(1)
+    other = torch.randn(4, 3)
+    torch.testing.assert_close(q.log_prob(other), plain.log_prob(other), rtol=0, atol=0)
+    z = q.rsample()
+    torch.testing.assert_close(q.log_prob(z.clone()), plain.log_prob(z), rtol=0, atol=0)  # a copy is another value
+    path = q.path_log_prob(z)
+    torch.testing.assert_close(path, plain.log_prob(z), rtol=1e-6, atol=1e-5)
+    z_leaf = z.detach().requires_grad_()
+    (grad_z,) = torch.autograd.grad(q.path_log_prob(z_leaf).sum(), z_leaf)
+    torch.testing.assert_close(grad_z, -(z_leaf - loc) / scale ** 2, rtol=1e-5, atol=1e-6)
+    assert not q.path_log_prob(z.detach()).requires_grad  # nothing reaches μ and σ except through z
+
+
+@pytest.mark.parametrize("shape", [(6,), (3, 6)])
+def test_standard_normal_and_bernoulli_log_densities_equal_pyros(shape):
+    from pyro_vae.likelihoods.bernoulli import BernoulliLikelihood
+    from pyro_vae.priors.standard_normal import StandardNormal, StandardNormalPrior
+
+    torch.manual_seed(2)
+    prior = StandardNormalPrior(4)().expand(shape)
+    assert isinstance(prior, StandardNormal)
+    z = 4 * torch.randn(*shape, 4, dtype=torch.float64)
+    torch.testing.assert_close(prior.log_prob(z), dist.Normal(0.0, 1.0).expand([4]).to_event(1).log_prob(z).expand(shape))
+    logits = 3 * torch.randn(*shape, 1, 5, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.bernoulli(torch.full((6, 1, 5, 5), 0.4, dtype=torch.float64))  # broadcast against (3, 6)
+    ours = BernoulliLikelihood((1, 5, 5))(logits).log_prob(x)
+    plain = dist.Bernoulli(logits=logits).to_event(3).log_prob(x)
+    torch.testing.assert_close(ours, plain, rtol=1e-14, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(ours.sum(), logits)[0], torch.autograd.grad(plain.sum(), logits)[0])
+
+
+def test_the_bernoulli_likelihood_still_validates_its_support():
+    from pyro_vae.likelihoods.bernoulli import BernoulliLikelihood
+
+    pyro.enable_validation(True)
+    p = BernoulliLikelihood((1, 2, 2))(torch.zeros(3, 1, 2, 2))
+    with pytest.raises(ValueError, match="support"):
+        p.log_prob(torch.full((3, 1, 2, 2), 0.5))

@@ -31,9 +31,7 @@ class FlowPosterior(dist.TransformedDistribution):
     def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
         """z = T(μ₀ + σ₀ ⊙ ε) for given standard normal noise ε of the shape of a sample: what
         :meth:`rsample` does with fresh noise (used by :class:`pyro_vae.noise.GuideNoise`)."""
-        from ..annealing import noise_map
-
-        return self._push(noise_map(self.base_dist)(eps)[0])
+        return self._push(self.base_dist.reparameterize(eps))
 
     def _push(self, z: torch.Tensor) -> torch.Tensor:
         """z_T from a base sample z_0, through every step (each caches its input and output),

@@ -25,14 +25,15 @@ class SyncFreeTrace_ELBO(Trace_ELBO):
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss = 0.0
+        loss = None
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             if is_reparameterized(guide_trace):
-                loss_particle = -trace_log_weights(model_trace, guide_trace).sum()
+                log_w = trace_log_weights(model_trace, guide_trace)  # (P, batch), or (1, batch)
+                loss_particle = -(log_w.sum() if self.num_particles == 1 else log_w.sum() / self.num_particles)
             else:
                 value, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
-                loss_particle = value + (surrogate - surrogate.detach())
-            loss = loss + loss_particle / self.num_particles
+                loss_particle = (value + (surrogate - surrogate.detach())) / self.num_particles
+            loss = loss_particle if loss is None else loss + loss_particle
         return loss
 
 

@@ -21,11 +21,12 @@ class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        loss = 0.0
+        loss = None
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             check_reparameterized(guide_trace)
-            terms = trace_log_weights(model_trace, guide_trace, closed_form_kl=True)
-            loss = loss - terms.sum() / self.num_particles
+            terms = trace_log_weights(model_trace, guide_trace, closed_form_kl=True).sum()
+            loss_particle = -(terms if self.num_particles == 1 else terms / self.num_particles)
+            loss = loss_particle if loss is None else loss + loss_particle
         return loss
 
 

@@ -79,14 +79,15 @@ def trace_log_weights(model_trace, guide_trace, path_only: bool = False,
     """
     sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
     kl_terms = closed_form_kl_terms(model_trace, guide_trace) if closed_form_kl else {}
-    log_w = 0.0
+    log_w = None  # summed in order, without a leading 0 + (one tensor operation fewer)
     for name, site in model_trace.nodes.items():
         if site["type"] == "sample":
-            log_w = log_w + torch_sum(-kl_terms[name] if name in kl_terms else site["log_prob"], sum_dims)
+            term = torch_sum(-kl_terms[name] if name in kl_terms else site["log_prob"], sum_dims)
+            log_w = term if log_w is None else log_w + term
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample" and name not in kl_terms:
-            log_q = _path_only(site) if path_only else site["log_prob"]
-            log_w = log_w - torch_sum(log_q, sum_dims)
+            term = torch_sum(_path_only(site) if path_only else site["log_prob"], sum_dims)
+            log_w = -term if log_w is None else log_w - term
     return log_w if log_w.dim() >= 2 else log_w.unsqueeze(0)
 
 
