@@ -11,8 +11,10 @@ hand-written step (the fastest of 7 interleaved rounds), all measured in this on
 
 A second table weighs ways of running the same ``elbo`` step at the first batch size: Pyro's own
 ``Trace_ELBO`` in module form (which reads values back to Python every step), pyro_vae's sync-free
-subclass (what training uses), Pyro's ``JitTrace_ELBO`` (TorchScript trace of the whole loss) and
-``torch.compile`` of pyro_vae's loss module (``--compile-backend``; ``none`` skips it).
+subclass (what training uses), the same with Pyro's generic distribution objects in place of the
+pieces' cheaper ones, the same with a run's keyed guide noise, Pyro's ``JitTrace_ELBO``
+(TorchScript trace of the whole loss) and ``torch.compile`` of pyro_vae's loss module
+(``--compile-backend``; ``none`` skips it).
 
 A third table splits pyro_vae's ``elbo`` step into parts, each a full step whose "loss" stops
 at one point: the two nets alone (encode, draw z = μ + σ ⊙ ε, decode), then the guide traced and
@@ -20,6 +22,7 @@ the model replayed on it (Pyro's tracing), then the whole loss (Pyro's log-densi
 """
 
 import argparse
+import contextlib
 import math
 import time
 
@@ -81,14 +84,60 @@ def time_steps(losses, vae, x, steps, device, rounds=7):
     return [min(column) for column in zip(*times)]
 
 
+@contextlib.contextmanager
+def generic_distributions():
+    """The default guide, prior and likelihood returning Pyro's generic ``Normal(...).to_event(1)`` and
+    ``Bernoulli(logits).to_event(3)`` instead of the library's cheaper objects (as before 5f21e2e)."""
+    import pyro.distributions as dist
+
+    from pyro_vae.guides.diagonal_normal import DiagonalNormalGuide, positive_scale
+    from pyro_vae.likelihoods.bernoulli import BernoulliLikelihood
+    from pyro_vae.priors.standard_normal import StandardNormalPrior
+
+    def guide_forward(self, encoded):
+        z_loc, z_scale_raw = encoded.split(self.z_dim, dim=-1)
+        return dist.Normal(z_loc, positive_scale(z_scale_raw, self.min_scale)).to_event(1)
+
+    swaps = [(DiagonalNormalGuide, guide_forward),
+             (StandardNormalPrior, lambda self: dist.Normal(self.loc, self.scale).to_event(1)),
+             (BernoulliLikelihood, lambda self, logits: dist.Bernoulli(logits=logits).to_event(len(self.x_shape)))]
+    saved = [(cls, cls.forward) for cls, _ in swaps]
+    for cls, forward in swaps:
+        cls.forward = forward
+    try:
+        yield
+    finally:
+        for cls, forward in saved:
+            cls.forward = forward
+
+
+def with_generic_distributions(loss):
+    def run(x):
+        with generic_distributions():
+            return loss(x)
+    return run
+
+
+def keyed(vae, loss):
+    """``loss`` as a run trains it: the guide's ε drawn from the step's keyed noise (pyro_vae.noise)."""
+    from pyro_vae import distributed, noise
+
+    step_noise = noise.StepNoise()
+    step_noise.key, step_noise.start = (0, 1, 0), 0
+    return distributed.KeyedLoss(vae, loss, step_noise)
+
+
 def elbo_variants(vae, compile_backend: str):
     """The ``elbo`` step, run several ways; each computes the same estimator from the same model and guide."""
     from pyro.infer import JitTrace_ELBO, Trace_ELBO
 
+    ours = make_objective("elbo")(vae.model, vae.guide)
     variants = {
         "hand-written torch": hand_written(vae, "elbo", 1),
         "Pyro Trace_ELBO, module form": Trace_ELBO(max_plate_nesting=1)(vae.model, vae.guide),
-        "pyro_vae elbo (sync-free Trace_ELBO)": make_objective("elbo")(vae.model, vae.guide),
+        "pyro_vae elbo (sync-free Trace_ELBO)": ours,
+        "pyro_vae elbo with Pyro's generic distributions (before 5f21e2e)": with_generic_distributions(ours),
+        "pyro_vae elbo with the run's keyed noise (the training step)": keyed(vae, ours),
         "Pyro JitTrace_ELBO": JitTrace_ELBO(max_plate_nesting=1, ignore_jit_warnings=True)(vae.model, vae.guide),
     }
     if compile_backend != "none":

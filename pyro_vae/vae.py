@@ -88,7 +88,7 @@ class VAE(nn.Module):
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
         size = x.shape[0] if x is not None else num_samples
-        with pyro.plate("data", size):
+        with pyro.plate("data", size, device=x.device if x is not None else None):
             z = pyro.sample("z", self.prior())  # the plate broadcasts p(z) over the batch
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
@@ -97,7 +97,7 @@ class VAE(nn.Module):
         self._check_x(x, "x", values=is_validation_enabled())
         pyro.module("encoder", self.encoder)
         pyro.module("guide", self.guide_net)
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", x.shape[0], device=x.device):
             return pyro.sample("z", self.encode(x))
 
     # -- plain functions used by the programs and by users -------------------------------------

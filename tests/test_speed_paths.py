@@ -313,3 +313,28 @@ def test_the_bernoulli_likelihood_still_validates_its_support():
     p = BernoulliLikelihood((1, 2, 2))(torch.zeros(3, 1, 2, 2))
     with pytest.raises(ValueError, match="support"):
         p.log_prob(torch.full((3, 1, 2, 2), 0.5))
+
+
+def test_mean_field_takes_the_kl_of_appendix_b_for_the_default_pieces():
+    """KL(DiagonalNormal ‖ StandardNormal) dispatches to the derivation's formula (bounds.gaussian_kl),
+    equal to torch's generic Normal-Normal rule; another q still gets torch's rule."""
+    from torch.distributions import kl_divergence
+    from torch.distributions.kl import _dispatch_kl
+
+    from pyro_vae.bounds import gaussian_kl
+    from pyro_vae.guides.diagonal_normal import DiagonalNormal
+    from pyro_vae.priors.standard_normal import StandardNormal, StandardNormalPrior, kl_diagonal_standard_normal
+
+    assert _dispatch_kl(DiagonalNormal, StandardNormal) is kl_diagonal_standard_normal
+    torch.manual_seed(3)
+    loc, scale = torch.randn(5, 3, dtype=torch.float64), 0.1 + torch.rand(5, 3, dtype=torch.float64)
+    prior = StandardNormalPrior(3).double()().expand([2, 5])
+    generic = kl_divergence(dist.Normal(loc, scale).to_event(1), dist.Normal(torch.zeros(3, dtype=torch.float64),
+                                                                            1.0).to_event(1).expand([2, 5]))
+    ours = kl_divergence(DiagonalNormal(loc, scale), prior)
+    assert ours.shape == (2, 5)
+    torch.testing.assert_close(ours, generic, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours[0], gaussian_kl(loc, scale), rtol=0, atol=0)
+    laplace = dist.Laplace(loc, scale).to_event(1)  # not a Gaussian q: torch's rule for the pair
+    plain_prior = dist.Normal(torch.zeros(3, dtype=torch.float64), 1.0).to_event(1).expand([2, 5])
+    torch.testing.assert_close(kl_divergence(laplace, prior), kl_divergence(laplace, plain_prior))

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.distributions.utils import _standard_normal
 from torch.nn import functional as F
 
+from ..distributions import HALF_LOG_2PI, KeepsShape
 from ..registry import GUIDES, Option
-
-#: ½ log 2π, the normalizing constant of one standard normal coordinate.
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def positive_scale(raw: torch.Tensor, min_scale: float) -> torch.Tensor:
@@ -27,7 +23,7 @@ def check_min_scale(min_scale: float) -> float:
     return min_scale
 
 
-class DiagonalNormal(dist.Independent):
+class DiagonalNormal(KeepsShape, dist.Independent):
     """N(z; μ, diag σ²) over the last dimension: ``Normal(μ, σ).to_event(1)`` (the same Pyro
     distribution, so every KL rule and ``isinstance`` check for it applies), which remembers the
     noise ε of its own draws z = μ + σ ⊙ ε (the reparameterization, arXiv:1312.6114, Sec. 2.4).
@@ -50,8 +46,9 @@ class DiagonalNormal(dist.Independent):
         self._draw: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def expand(self, batch_shape, _instance=None) -> DiagonalNormal:
-        new = super().expand(batch_shape, self._get_checked_instance(DiagonalNormal, _instance))
-        new._draw = None
+        new = super().expand(batch_shape, _instance)
+        if new is not self:  # a new object with a new batch shape: no draw yet
+            new._draw = None
         return new
 
     def rsample(self, sample_shape: tuple = ()) -> torch.Tensor:

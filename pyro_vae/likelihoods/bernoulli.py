@@ -7,10 +7,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..distributions import KeepsShape
 from ..registry import LIKELIHOODS
 
 
-class IndependentBernoulli(dist.Independent):
+class IndependentBernoulli(KeepsShape, dist.Independent):
     """``Bernoulli(logits=ℓ).to_event(n)`` (the same Pyro distribution), whose ``log_prob`` sums
     the per-pixel terms before negating, −Σ_i BCE(ℓ_i, x_i), where Pyro negates every pixel's term
     first and broadcasts even equal shapes: the same numbers, one pass over the pixels fewer."""

@@ -3,8 +3,10 @@
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence, register_kl
 
-from ..guides.diagonal_normal import HALF_LOG_2PI
+from ..bounds import gaussian_kl
+from ..distributions import HALF_LOG_2PI
 from ..registry import PRIORS
 
 
@@ -23,6 +25,17 @@ class StandardNormal(dist.Independent):
         if self._validate_args:
             self._validate_sample(value)
         return -0.5 * value.square().sum(-1) - value.shape[-1] * HALF_LOG_2PI
+
+
+@register_kl(Independent, StandardNormal)
+def kl_diagonal_standard_normal(q: Independent, p: StandardNormal) -> torch.Tensor:
+    """KL(N(μ, diag σ²) ‖ N(0, I)) of Appendix B (:func:`pyro_vae.bounds.gaussian_kl`), the term
+    ``mean_field`` takes in closed form for the default guide and prior; any other q goes to
+    torch's rule for independent pairs."""
+    if isinstance(q.base_dist, Normal) and q.reinterpreted_batch_ndims == 1:
+        kl = gaussian_kl(q.base_dist.loc, q.base_dist.scale)
+        return kl.expand(torch.broadcast_shapes(q.batch_shape, p.batch_shape))
+    return kl_divergence(q, Independent(p.base_dist, p.reinterpreted_batch_ndims))
 
 
 @PRIORS.register("standard_normal", summary="N(0, I), the prior of the derivation")
