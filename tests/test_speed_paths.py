@@ -280,6 +280,10 @@ def test_diagonal_normal_other_values_and_path_log_prob():
     torch.testing.assert_close(q.log_prob(other), plain.log_prob(other), rtol=0, atol=0)
     z = q.rsample()
     torch.testing.assert_close(q.log_prob(z.clone()), plain.log_prob(z), rtol=0, atol=0)  # a copy is another value
+    with torch.no_grad():
+        moved = q.rsample()
+        moved.add_(3.0)  # the draw changed in place: its ε no longer applies
+    torch.testing.assert_close(q.log_prob(moved), plain.log_prob(moved), rtol=0, atol=0)
     path = q.path_log_prob(z)
     torch.testing.assert_close(path, plain.log_prob(z), rtol=1e-6, atol=1e-5)
     z_leaf = z.detach().requires_grad_()

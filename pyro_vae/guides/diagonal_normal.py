@@ -43,7 +43,7 @@ class DiagonalNormal(KeepsShape, dist.Independent):
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None):
         super().__init__(dist.Normal(loc, scale, validate_args=validate_args), 1, validate_args=validate_args)
-        self._draw: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._draw: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def expand(self, batch_shape, _instance=None) -> DiagonalNormal:
         new = super().expand(batch_shape, _instance)
@@ -60,13 +60,14 @@ class DiagonalNormal(KeepsShape, dist.Independent):
     def reparameterize(self, eps: torch.Tensor) -> torch.Tensor:
         """z = μ + σ ⊙ ε for given standard normal noise ε (used by :class:`pyro_vae.noise.GuideNoise`)."""
         z = self.base_dist.loc + eps * self.base_dist.scale
-        self._draw = (z, eps)
+        self._draw = (z, eps, z._version)  # the version: a draw changed in place is another value
         return z
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._draw is None or value is not self._draw[0]:
+        draw = self._draw
+        if draw is None or value is not draw[0] or value._version != draw[2]:
             return super().log_prob(value)
-        eps = self._draw[1]
+        eps = draw[1]
         return (-0.5 * eps.square()).sum(-1) - self.base_dist.scale.log().sum(-1) - eps.shape[-1] * HALF_LOG_2PI
 
     def path_log_prob(self, value: torch.Tensor) -> torch.Tensor:
