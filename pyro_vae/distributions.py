@@ -22,6 +22,7 @@ class KeepsShape:
     Put it before the distribution class: ``class D(KeepsShape, dist.Independent)``."""
 
     def expand(self, batch_shape, _instance=None):
+        """The distribution with batch shape ``batch_shape``: itself if it has it already."""
         if _instance is None and torch.Size(batch_shape) == self.batch_shape:
             return self
         return super().expand(batch_shape, self._get_checked_instance(type(self), _instance))

@@ -30,11 +30,11 @@ class DiagonalNormal(KeepsShape, dist.Independent):
 
     * ``log_prob`` of its own draw comes from the change of variables z = g(ε),
 
-          log q(z) = log N(ε; 0, I) − log |det ∂z/∂ε| = Σ_j (−½ ε_j² − log σ_j) − (D/2) log 2π,
+          log q(z) = log N(ε; 0, I) − log abs(det ∂z/∂ε) = Σ_j (−½ ε_j² − log σ_j) − (D/2) log 2π,
 
       the value of ``Normal.log_prob`` at z with the same *total* derivative in μ and σ (here
       ∂/∂μ = 0 and ∂/∂σ_j = −1/σ_j exactly), in a third of the tensor operations, and without
-      recomputing ε = (z − μ)/σ, which cancels badly when |μ| ≫ σ. Any other value goes through
+      recomputing ε = (z − μ)/σ, which cancels badly when abs(μ) ≫ σ. Any other value goes through
       ``Normal.log_prob``. As for Pyro's flows, whose ``log_prob`` of a drawn sample comes from
       their cache, the gradient of this form never passes through z itself.
     * :meth:`path_log_prob` is log q(z) differentiated through z only, what the STL and DReG
@@ -46,6 +46,8 @@ class DiagonalNormal(KeepsShape, dist.Independent):
         self._draw: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def expand(self, batch_shape, _instance=None) -> DiagonalNormal:
+        """The distribution with batch shape ``batch_shape``: itself if it has it already, else a
+        new ``DiagonalNormal`` (with no draw of its own yet)."""
         new = super().expand(batch_shape, _instance)
         if new is not self:  # a new object with a new batch shape: no draw yet
             new._draw = None
