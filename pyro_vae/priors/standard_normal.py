@@ -6,20 +6,25 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence, register_kl
 
 from ..bounds import gaussian_kl
-from ..distributions import HALF_LOG_2PI
+from ..distributions import HALF_LOG_2PI, KeepsShape
 from ..registry import PRIORS
 
 
-class StandardNormal(dist.Independent):
+class StandardNormal(KeepsShape, dist.Independent):
     """N(z; 0, I) over the last dimension, ``Normal(0, 1).to_event(1)`` (the same Pyro distribution,
     so every KL rule for it applies), with its log-density written out:
 
         log p(z) = −½ ‖z‖² − (D/2) log 2π,
 
     one pass over z where ``Normal.log_prob`` takes about ten tensor operations per call.
-    Build it from zeros and ones (:meth:`StandardNormalPrior.forward` passes its buffers); the
-    values are not checked, as that would read them back from the device.
+
+    :param like: a tensor of the shape (``(..., D)``), dtype and device wanted; only its metadata is
+        read, so the distribution is standard whatever its values.
     """
+
+    def __init__(self, like: torch.Tensor, validate_args: bool | None = None):
+        base = dist.Normal(torch.zeros_like(like), torch.ones_like(like), validate_args=validate_args)
+        super().__init__(base, 1, validate_args=validate_args)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
@@ -46,7 +51,8 @@ class StandardNormalPrior(nn.Module):
     (Appendix B: KL = ½ Σ_j (σ_j² + μ_j² − 1 − log σ_j²)), and so is the one against the full-rank
     guide (:func:`pyro_vae.kl.kl_mvn_diagonal_normal`): ``mean_field`` uses them. Against the IAF
     guide it is Monte Carlo (``mean_field`` falls back).
-    ``loc`` and ``scale`` are buffers so that ``vae.to(device)`` moves them.
+    ``loc`` and ``scale`` are buffers so that ``vae.to(device)`` moves them (``loc`` gives the
+    distribution its shape, dtype and device; both stay in the state dict, as checkpoints hold them).
     """
 
     def __init__(self, z_dim: int):
@@ -56,4 +62,4 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("scale", torch.ones(z_dim))
 
     def forward(self) -> StandardNormal:
-        return StandardNormal(dist.Normal(self.loc, self.scale), 1)
+        return StandardNormal(self.loc)
