@@ -41,17 +41,11 @@ class DiagonalNormal(KeepsShape, dist.Independent):
       estimators need (:mod:`pyro_vae.objectives.traces`).
     """
 
+    #: (z, ε, z's tensor version) of the last draw; none until one (also for an expanded copy)
+    _draw: tuple[torch.Tensor, torch.Tensor, int] | None = None
+
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None):
         super().__init__(dist.Normal(loc, scale, validate_args=validate_args), 1, validate_args=validate_args)
-        self._draw: tuple[torch.Tensor, torch.Tensor, int] | None = None
-
-    def expand(self, batch_shape, _instance=None) -> DiagonalNormal:
-        """The distribution with batch shape ``batch_shape``: itself if it has it already, else a
-        new ``DiagonalNormal`` (with no draw of its own yet)."""
-        new = super().expand(batch_shape, _instance)
-        if new is not self:  # a new object with a new batch shape: no draw yet
-            new._draw = None
-        return new
 
     def rsample(self, sample_shape: tuple = ()) -> torch.Tensor:
         """z = μ + σ ⊙ ε with ε ~ N(0, I) drawn as ``Normal.rsample`` draws it (the same numbers)."""
