@@ -175,27 +175,18 @@ def test_a_keyed_training_step_reads_no_value_back(guide, no_host_reads):
 
 # -- the library's distribution objects against Pyro's plain ones ---------------------------------
 
-def _plain_pieces(monkeypatch):
-    """Make the default guide, prior and likelihood return Pyro's plain distributions, the reference
-    for the library's cheaper ones (:class:`DiagonalNormal`, :class:`StandardNormal`,
-    :class:`IndependentBernoulli`)."""
-    from pyro_vae.guides.diagonal_normal import DiagonalNormalGuide, positive_scale
-    from pyro_vae.likelihoods.bernoulli import BernoulliLikelihood
-    from pyro_vae.priors.standard_normal import StandardNormalPrior
+def generic_pieces():
+    """While active, the default guide, prior and likelihood return Pyro's generic distributions,
+    the reference for the library's cheaper ones (:class:`DiagonalNormal`, :class:`StandardNormal`,
+    :class:`IndependentBernoulli`): the swap ``benchmarks/step_cost.py`` times."""
+    from .test_benchmarks import load_step_cost
 
-    def guide_forward(self, encoded):
-        z_loc, z_scale_raw = encoded.split(self.z_dim, dim=-1)
-        return dist.Normal(z_loc, positive_scale(z_scale_raw, self.min_scale)).to_event(1)
-
-    monkeypatch.setattr(DiagonalNormalGuide, "forward", guide_forward)
-    monkeypatch.setattr(StandardNormalPrior, "forward", lambda self: dist.Normal(self.loc, self.scale).to_event(1))
-    monkeypatch.setattr(BernoulliLikelihood, "forward",
-                        lambda self, logits: dist.Bernoulli(logits=logits).to_event(len(self.x_shape)))
+    return load_step_cost().generic_distributions()
 
 
 @pytest.mark.parametrize("num_particles", [1, 4])
 @pytest.mark.parametrize("name", OBJECTIVES.names())
-def test_the_cheaper_distributions_give_the_numbers_of_pyros_plain_ones(name, num_particles, monkeypatch):
+def test_the_cheaper_distributions_give_the_numbers_of_pyros_plain_ones(name, num_particles):
     """Every objective, at the same parameters and seed, with the library's guide, prior and
     likelihood against the same pieces returning Pyro's ``Normal(...).to_event(1)`` and
     ``Bernoulli(logits).to_event(3)``: the same ε, so the same loss and gradients to float64
@@ -208,16 +199,16 @@ def test_the_cheaper_distributions_give_the_numbers_of_pyros_plain_ones(name, nu
         loss = make_objective(name, {"num_particles": num_particles})(vae.model, vae.guide)
     ours = value_and_grads(loss, parameters, x)
     assert type(pyro.poutine.trace(vae.guide).get_trace(x).nodes["z"]["fn"]).__name__ == "DiagonalNormal"
-    _plain_pieces(monkeypatch)
-    assert type(pyro.poutine.trace(vae.guide).get_trace(x).nodes["z"]["fn"]).__name__ == "Independent"
-    plain = value_and_grads(loss, parameters, x)
+    with generic_pieces():
+        assert type(pyro.poutine.trace(vae.guide).get_trace(x).nodes["z"]["fn"]).__name__ == "Independent"
+        plain = value_and_grads(loss, parameters, x)
     (value, grads), (plain_value, plain_grads) = ours, plain
     torch.testing.assert_close(value, plain_value, rtol=1e-12, atol=1e-9)
     for grad, plain_grad in zip(grads, plain_grads, strict=True):
         torch.testing.assert_close(grad, plain_grad, rtol=1e-9, atol=1e-10)
 
 
-def test_the_cheaper_distributions_give_pyros_numbers_under_the_runs_keyed_noise(monkeypatch):
+def test_the_cheaper_distributions_give_pyros_numbers_under_the_runs_keyed_noise():
     """The training step of a run (keyed ε through GuideNoise): DiagonalNormal.reparameterize against
     the generic noise map of a plain Normal."""
     from pyro_vae import distributed
@@ -231,8 +222,8 @@ def test_the_cheaper_distributions_give_pyros_numbers_under_the_runs_keyed_noise
     loss = distributed.KeyedLoss(vae, make_objective("iwae_dreg", {"num_particles": 3})(vae.model, vae.guide),
                                  step_noise)
     ours = value_and_grads(loss, parameters, x)
-    _plain_pieces(monkeypatch)
-    plain = value_and_grads(loss, parameters, x, seed=99)  # the keyed noise does not depend on the seed
+    with generic_pieces():
+        plain = value_and_grads(loss, parameters, x, seed=99)  # the keyed noise does not depend on the seed
     torch.testing.assert_close(ours[0], plain[0], rtol=1e-12, atol=1e-9)
     for grad, plain_grad in zip(ours[1], plain[1], strict=True):
         torch.testing.assert_close(grad, plain_grad, rtol=1e-9, atol=1e-10)
