@@ -195,37 +195,83 @@ def test_fill_tril_is_torchs_row_by_row_layout():
     torch.testing.assert_close(entries.grad, torch.ones_like(entries))
 
 
-@pytest.mark.parametrize("hidden", [[12], [12, 10]], ids=["one-hidden-layer", "two-hidden-layers"])
-@pytest.mark.parametrize("stable", [True, False], ids=["stable", "plain"])
-@pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "unconditional"])
-def test_step_jacobian_in_closed_form_and_by_forward_mode_equal_autograd(conditional, stable, hidden, monkeypatch):
-    """Both routes of ``step_jacobian`` (the MADE closed form and the generic vmap-of-jvp) give the
-    transposed Jacobian and ∇ log |det J| of autograd, in the step's autoregressive order, where Jᵀ is
-    upper triangular (what the path derivative's triangular solve relies on)."""
+def _perturbed_step(conditional: bool, stable: bool, hidden: list[int], dim: int = 5):
+    """A MADE step (Pyro's) in float64, far from the identity, and the step as the flow calls it."""
     from pyro.distributions import transforms
-
-    from pyro_vae.guides import iaf
 
     torch.manual_seed(0)
     if conditional:
-        made = transforms.conditional_affine_autoregressive(5, 3, hidden, stable=stable)
+        made = transforms.conditional_affine_autoregressive(dim, 3, hidden, stable=stable)
         step, parameters = made.condition(torch.randn(4, 3, dtype=torch.float64)), made
     else:
-        step = parameters = transforms.affine_autoregressive(5, hidden, stable=stable)
+        step = parameters = transforms.affine_autoregressive(dim, hidden, stable=stable)
     parameters.double()
     with torch.no_grad():
         for parameter in parameters.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
-    z = torch.randn(2, 4, 5, dtype=torch.float64, requires_grad=True)
-    order = step.arn.permutation
+    return step
+
+
+def _autograd_jacobian_t(step, z):
+    """(Jᵀ[..., j, i] = ∂y_i/∂z_j, ∇_z log abs(det J)) of the step by reverse mode, one output at a time."""
+    from pyro_vae.guides import iaf
+
+    z = z.detach().requires_grad_()
     y, log_det = iaf.affine_step(step, z)
-    reference = torch.stack([torch.autograd.grad(y[..., i].sum(), z, retain_graph=True)[0] for i in range(5)], -1)
-    reference_t = reference[..., order, :][..., :, order]  # (..., j, i) = ∂y_i/∂z_j, reordered
-    (log_det_reference,) = torch.autograd.grad(log_det.sum(), z)
-    closed_form = iaf.step_jacobian(step, z.detach(), order)
+    jacobian_t = torch.stack([torch.autograd.grad(y[..., i].sum(), z, retain_graph=True)[0]
+                              for i in range(z.shape[-1])], -1)
+    return jacobian_t, torch.autograd.grad(log_det.sum(), z)[0]
+
+
+@pytest.mark.parametrize("hidden", [[12], [12, 10]], ids=["one-hidden-layer", "two-hidden-layers"])
+@pytest.mark.parametrize("stable", [True, False], ids=["stable", "plain"])
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "unconditional"])
+def test_step_jacobian_by_forward_mode_equals_autograd(conditional, stable, hidden):
+    """The generic route of the path derivative: ``step_jacobian`` (vmap of jvp) gives the transposed
+    Jacobian and ∇ log |det J| of autograd, in the step's autoregressive order, where Jᵀ is upper
+    triangular (what the triangular solve relies on)."""
+    from pyro_vae.guides import iaf
+
+    step = _perturbed_step(conditional, stable, hidden)
+    z = torch.randn(2, 4, 5, dtype=torch.float64)
+    order = step.arn.permutation
+    reference_t, log_det_reference = _autograd_jacobian_t(step, z)
+    jacobian_t, log_det_grad = iaf.step_jacobian(step, z, order)
+    torch.testing.assert_close(jacobian_t, reference_t[..., order, :][..., :, order], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(log_det_grad, log_det_reference[..., order], rtol=1e-10, atol=1e-12)
+    assert jacobian_t.tril(-1).abs().max() == 0 and reference_t.triu(1).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 8, None])
+@pytest.mark.parametrize("hidden", [[12], [12, 10], [12, 10, 9]], ids=["1-hidden", "2-hidden", "3-hidden"])
+@pytest.mark.parametrize("stable", [True, False], ids=["stable", "plain"])
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "unconditional"])
+def test_made_step_score_is_the_triangular_solve_with_the_autograd_jacobian(conditional, stable, hidden, block):
+    """The MADE step's blockwise solve, g_out = J⁻ᵀ (g_in − ∇ log abs(det J)), equals solving with the
+    whole Jacobian of autograd, for blocks of one coordinate, of sizes that do and do not divide
+    D = 7, of all of D and more, and the default; and ``step_score`` takes that route for MADE steps."""
+    from pyro_vae.guides import iaf
+
+    step = _perturbed_step(conditional, stable, hidden, dim=7)
+    z, score = torch.randn(2, 4, 7, dtype=torch.float64), torch.randn(2, 4, 7, dtype=torch.float64)
+    jacobian_t, log_det_grad = _autograd_jacobian_t(step, z)
+    reference = torch.linalg.solve(jacobian_t, (score - log_det_grad).unsqueeze(-1)).squeeze(-1)
+    made, context = iaf._made_of(step)
+    torch.testing.assert_close(iaf.made_step_score(step, made, context, z, score, block), reference,
+                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(iaf.step_score(step, z, score), reference, rtol=1e-10, atol=1e-10)
+    assert (jacobian_t - torch.diag_embed(jacobian_t.diagonal(dim1=-2, dim2=-1))).abs().max() > 1e-3  # ≫ rtol
+
+
+def test_step_score_by_forward_mode_for_a_network_that_is_not_made(monkeypatch):
+    """A step whose network is not Pyro's MADE takes the generic route (forward-mode Jacobian and
+    one triangular solve), with the same result."""
+    from pyro_vae.guides import iaf
+
+    step = _perturbed_step(True, True, [12], dim=7)
+    z, score = torch.randn(2, 4, 7, dtype=torch.float64), torch.randn(2, 4, 7, dtype=torch.float64)
+    jacobian_t, log_det_grad = _autograd_jacobian_t(step, z)
+    reference = torch.linalg.solve(jacobian_t, (score - log_det_grad).unsqueeze(-1)).squeeze(-1)
+    monkeypatch.setattr(iaf, "made_step_score", None)  # reaching it would fail
     monkeypatch.setattr(iaf, "_made_of", lambda transform: None)
-    forward_mode = iaf.step_jacobian(step, z.detach(), order)
-    for jacobian_t, log_det_grad in (closed_form, forward_mode):
-        torch.testing.assert_close(jacobian_t, reference_t, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(log_det_grad, log_det_reference[..., order], rtol=1e-10, atol=1e-12)
-    assert closed_form[0].tril(-1).abs().max() == 0 and reference_t.triu(1).abs().max() > 1e-2
+    torch.testing.assert_close(iaf.step_score(step, z, score), reference, rtol=1e-10, atol=1e-10)

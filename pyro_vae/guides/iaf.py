@@ -1,6 +1,7 @@
 """Inverse autoregressive flow on top of the diagonal Gaussian guide, conditioned on the encoder."""
 
 import functools
+import math
 from collections.abc import Sequence
 
 import pyro.distributions as dist
@@ -57,9 +58,9 @@ class FlowPosterior(dist.TransformedDistribution):
             ⇒  g_t = J_tᵀ⁻¹ (g_{t−1} − ∇_{z_{t−1}} log abs(det J_t(z_{t−1}))),
 
         where J_t is lower triangular in the step's autoregressive order, so each g_t is one
-        triangular solve. J_t and ∇ log abs(det J_t) come from forward-mode derivatives of the step
-        (one batched Jacobian-vector product per latent dimension, no sequential loop, no value read
-        back). The result is sg(log q(z)) + (z − sg(z)) · sg(g_T).
+        triangular solve (:func:`step_score`; for the IAF guide's MADE steps, blockwise from the
+        network's weights without forming J_t; no value is read back). The result is
+        sg(log q(z)) + (z − sg(z)) · sg(g_T).
         """
         if not self._chain or value is not self._chain[-1]:
             raise ValueError("path_log_prob needs the sample this distribution drew last (its chain z_0..z_T)")
@@ -73,12 +74,26 @@ class FlowPosterior(dist.TransformedDistribution):
             z0 = self._chain[0].detach().requires_grad_()
             (score,) = torch.autograd.grad(self.base_dist.log_prob(z0).sum(), z0)
         for transform, z_in in zip(self.transforms, self._chain[:-1]):
-            order = transform.arn.permutation
-            jacobian_t, log_det_grad = step_jacobian(transform, z_in.detach(), order)  # Jᵀ upper triangular
-            rhs = (score[..., order] - log_det_grad).unsqueeze(-1)
-            solved = torch.linalg.solve_triangular(jacobian_t, rhs, upper=True).squeeze(-1)
-            score = torch.empty_like(solved).index_copy_(-1, order, solved)
+            score = step_score(transform, z_in.detach(), score)
         return score
+
+
+def step_score(transform, z: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """g_out = J⁻ᵀ (g_in − ∇_z log abs(det J)) for an affine autoregressive step at its input ``z``
+    (g_in = ``score``): ∇ log q carried through one step, parameters held fixed. For Pyro's MADE
+    network (the IAF guide's), :func:`made_step_score`; for any other network, the Jacobian by
+    forward-mode differentiation (:func:`step_jacobian`) and one triangular solve."""
+    if not isinstance(transform, transforms.AffineAutoregressive):
+        raise NotImplementedError(f"the path derivative of a flow knows affine autoregressive steps, not "
+                                  f"{type(transform).__name__}")
+    made = _made_of(transform)
+    if made is not None:
+        return made_step_score(transform, *made, z, score)
+    order = transform.arn.permutation
+    jacobian_t, log_det_grad = step_jacobian(transform, z, order)  # Jᵀ upper triangular in this order
+    rhs = (score[..., order] - log_det_grad).unsqueeze(-1)
+    solved = torch.linalg.solve_triangular(jacobian_t, rhs, upper=True).squeeze(-1)
+    return torch.empty_like(solved).index_copy_(-1, order, solved)
 
 
 def affine_step(transform: transforms.AffineAutoregressive, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,18 +115,12 @@ def step_jacobian(transform, z: torch.Tensor, order: torch.Tensor | None = None)
     autoregressive step at ``z``, with the coordinates taken in ``order`` (default: as they are).
     In the step's autoregressive order (``transform.arn.permutation``) Jᵀ is upper triangular.
 
-    For a step on Pyro's MADE network (``ConditionalAutoRegressiveNN``, the IAF guide's), in closed
-    form from the network's masked weights (:func:`made_step_jacobian`); for any other network, by
-    forward-mode differentiation along each coordinate direction at once (``torch.func.vmap`` of
-    ``torch.func.jvp``; the rows of a batch are independent, so one direction serves them all)."""
-    if not isinstance(transform, transforms.AffineAutoregressive):
-        raise NotImplementedError(f"the path derivative of a flow knows affine autoregressive steps, not "
-                                  f"{type(transform).__name__}")
+    By forward-mode differentiation along each coordinate direction at once (``torch.func.vmap`` of
+    ``torch.func.jvp``; the rows of a batch are independent, so one direction serves them all): D
+    Jacobian-vector products, the route for a step on any network (a MADE step has the cheaper
+    :func:`made_step_score`, which never forms J)."""
     dim = z.shape[-1]
     order = torch.arange(dim, device=z.device) if order is None else order
-    made = _made_of(transform)
-    if made is not None:
-        return made_step_jacobian(transform, *made, z, order)
     directions = torch.eye(dim, dtype=z.dtype, device=z.device).reshape(dim, *(1,) * (z.dim() - 1), dim)
 
     def derivative(direction):
@@ -134,47 +143,82 @@ def _made_of(transform) -> tuple[ConditionalAutoRegressiveNN, torch.Tensor | Non
     return None
 
 
-def made_step_jacobian(transform, made: ConditionalAutoRegressiveNN, context: torch.Tensor | None,
-                       z: torch.Tensor, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`step_jacobian` of an affine step on a MADE network (Germain et al., arXiv:1502.03509),
-    in closed form.
+def made_step_score(transform, made: ConditionalAutoRegressiveNN, context: torch.Tensor | None, z: torch.Tensor,
+                    score: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """One step of the path-derivative recursion for an affine step on a MADE network (Germain et al.,
+    arXiv:1502.03509): g_out = J⁻ᵀ (g_in − ∇_z log abs(det J)) at the step's input ``z``, with
+    g_in = ``score`` = ∇ log q of the input. Exact (a triangular solve, no iteration), without forming J.
 
     With pre-activations a_l = W_l h_{l−1} + b_l (masked weights, h_0 = [context, z]), slopes
-    f'(a_l) of the nonlinearity and the network's outputs [m; s] = W_out h_L + b_out (mean, raw scale),
+    f'(a_l) and the network's outputs [m; s] = W_out h_L + b_out (mean, raw scale),
 
         (∂[m; s]/∂z)ᵀ = W_1[:, z]ᵀ diag(f'(a_1)) W_2ᵀ ⋯ diag(f'(a_L)) W_outᵀ,
 
-    a product taken from the left, so that each factor is a shared weight matrix (one matrix
-    multiplication per layer over all rows at once). Then, elementwise in the output coordinate i,
-    Jᵀ = diag(∂z_out/∂z at fixed m, s) + (∂m/∂z)ᵀ diag(∂z_out/∂m) + (∂s/∂z)ᵀ diag(∂z_out/∂s) and
-    ∇_z log abs(det J) = (∂s/∂z)ᵀ ∂ log abs(det J)/∂s. The weights are permuted to ``order`` before the
-    products, never the (…, D, D) result."""
+    and Jᵀ = diag(∂z_out/∂z at fixed m, s) + (∂m/∂z)ᵀ diag(∂z_out/∂m) + (∂s/∂z)ᵀ diag(∂z_out/∂s),
+    ∇_z log abs(det J) = (∂s/∂z)ᵀ ∂ log abs(det J)/∂s. Both products with a vector are one backward
+    pass through the network (a vector-Jacobian product, the cost of a forward pass).
+
+    In the step's autoregressive order Jᵀ is upper triangular, so Jᵀ u = r is solved backwards in
+    blocks of ``block`` coordinates (default ≈ √(2D)): for each block, the right-hand side loses what
+    the coordinates already solved contribute, Σ_{q solved} Jᵀ[p, q] u_q, which is the network's
+    vector-Jacobian product with output cotangents diag(∂z_out/∂[m; s]) u on the solved coordinates
+    (the masks make it vanish on the others); the block's own b × b corner of Jᵀ is the product above
+    restricted to the block's inputs and outputs; then one small triangular solve. Per sample that
+    is about D·b·H multiply-adds for the corners and D/b backward passes, where forming all of Jᵀ
+    costs D·2D·H: the full Jacobian is never built.
+    """
     dim = z.shape[-1]
-    inputs = z if context is None else torch.cat([context.expand(*z.shape[:-1], context.shape[-1]), z], dim=-1)
+    batch = z.shape[:-1]
+    block = max(1, math.isqrt(2 * dim)) if block is None else block
+    order = made.permutation
+    inputs = z if context is None else torch.cat([context.expand(*batch, context.shape[-1]), z], dim=-1)
     weights = [layer.weight * layer.mask for layer in made.layers]
-    h, slopes = inputs, []
+    h, slopes = inputs.reshape(-1, inputs.shape[-1]), []
     for layer, weight in zip(made.layers[:-1], weights[:-1]):
         a = F.linear(h, weight, layer.bias)
         slopes.append(torch.func.jvp(made.f, (a,), (torch.ones_like(a),))[1])
         h = made.f(a)
     mean, raw = F.linear(h, weights[-1], made.layers[-1].bias).unflatten(-1, (2, dim)).unbind(-2)
-    z, mean, raw = z[..., order], mean[..., order], raw[..., order]
+    z, mean, raw = z.reshape(-1, dim)[:, order], mean[:, order], raw[:, order]  # autoregressive order from here
     if transform.stable:
         scale = torch.sigmoid(raw + transform.sigmoid_bias)
         by_mean, by_raw, log_det_by_raw = 1 - scale, (z - mean) * scale * (1 - scale), 1 - scale
     else:
         scale = clamp_preserve_gradients(raw, transform.log_scale_min_clip, transform.log_scale_max_clip).exp()
-        by_mean, by_raw, log_det_by_raw = None, z * scale, None
-    product = weights[0][:, -dim:][:, order].T * slopes[0].unsqueeze(-2)  # (..., D, H_1)
-    for weight, slope in zip(weights[1:-1], slopes[1:]):
-        product = (product @ weight.T) * slope.unsqueeze(-2)
-    w_out = weights[-1].unflatten(0, (2, dim))[:, order].flatten(0, 1)  # rows [m; s] in ``order``
-    derivative_t = product @ w_out.T  # (..., D, 2D): (∂[m; s]/∂z)ᵀ
-    mean_t, raw_t = derivative_t.split(dim, dim=-1)
-    jacobian_t = torch.diag_embed(scale) + raw_t * by_raw.unsqueeze(-2)
-    jacobian_t = jacobian_t + (mean_t if by_mean is None else mean_t * by_mean.unsqueeze(-2))
-    log_det_grad = raw_t.sum(-1) if log_det_by_raw is None else (raw_t @ log_det_by_raw.unsqueeze(-1)).squeeze(-1)
-    return jacobian_t, log_det_grad
+        by_mean, by_raw, log_det_by_raw = torch.ones_like(scale), z * scale, torch.ones_like(scale)
+    w_first = weights[0][:, -dim:][:, order]  # (H_1, D): the inputs z, in order
+    w_mean, w_raw = weights[-1].unflatten(0, (2, dim))[:, order].unbind(0)  # (D, H_L) each, outputs in order
+    hidden = list(zip(weights[1:-1], slopes[1:]))  # (W_l, f'(a_l)) for l = 2 .. L
+
+    def to_inputs(g: torch.Tensor, columns: slice) -> torch.Tensor:
+        """A cotangent g at the last hidden layer (before its slope) back to the inputs ``columns``."""
+        for weight, slope in reversed(hidden):
+            g = (g * slope) @ weight
+        return (g * slopes[0]) @ w_first[:, columns]
+
+    every = slice(0, dim)
+    rhs = score.reshape(-1, dim)[:, order] - to_inputs(log_det_by_raw @ w_raw, every)
+    solved, behind = [], None  # behind: Σ over solved q of diag(∂z_out/∂[m; s]) u_q, at the last hidden layer
+    for end in range(dim, 0, -block):
+        part = slice(max(0, end - block), end)
+        r = rhs[:, part] if behind is None else rhs[:, part] - to_inputs(behind, part)
+        outputs = torch.cat([w_mean[part], w_raw[part]])  # (2b, H_L)
+        following = [weight for weight, _ in hidden] + [outputs]  # W_2 .. W_L, then the block's outputs
+        # the first two factors as one shared tensor, C[h, p, k] = W_1[h, z_p] W_next[k, h], so that
+        # the first product is one matrix multiplication by the slopes, with no (N, b, H_1) tensor
+        first = w_first[:, part].unsqueeze(-1) * following[0].T.unsqueeze(1)
+        corner = (slopes[0] @ first.flatten(1)).unflatten(-1, first.shape[1:])
+        for weight, slope in zip(following[1:], slopes[1:]):
+            corner = (corner * slope.unsqueeze(-2)) @ weight.T
+        by_mean_part, by_raw_part = corner.chunk(2, dim=-1)  # (N, b, b) each: (∂[m; s]/∂z)ᵀ of the block
+        corner = by_mean_part * by_mean[:, None, part] + by_raw_part * by_raw[:, None, part]
+        corner.diagonal(dim1=-2, dim2=-1).add_(scale[:, part])
+        u = torch.linalg.solve_triangular(corner, r.unsqueeze(-1), upper=True).squeeze(-1)
+        solved.append(u)
+        step = torch.cat([by_mean[:, part] * u, by_raw[:, part] * u], dim=-1) @ torch.cat([w_mean[part], w_raw[part]])
+        behind = step if behind is None else behind + step
+    u = torch.cat(solved[::-1], dim=-1)
+    return torch.empty_like(u).index_copy_(-1, order, u).reshape(*batch, dim)
 
 
 @GUIDES.register(
