@@ -4,8 +4,8 @@
 
 The 784-400-50 MLP VAE with the ``iaf`` guide (two steps, hidden 128), Bernoulli likelihood,
 Adam, Pyro validation off. Rows: ``elbo`` and ``iwae`` (the plain estimators), ``elbo_stl`` and
-``iwae_dreg`` as training runs them (the flow's ``path_log_prob``: forward-mode Jacobians and
-triangular solves, no inverse), and the same two with log q_φ(sg(z)) taken the generic way, which
+``iwae_dreg`` as training runs them (the flow's ``path_log_prob``: each step's triangular system
+solved in blocks from the network's weights, no inverse), and the same two with log q_φ(sg(z)) taken the generic way, which
 inverts the flow (z_dim sequential network passes; DReG that way was also biased, see
 :meth:`pyro_vae.guides.iaf.FlowPosterior.path_log_prob`). Milliseconds per step, each loss's fastest
 of 5 interleaved rounds (``benchmarks/step_cost.py``'s ``time_steps``), and the ratio to the plain
