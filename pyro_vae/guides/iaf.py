@@ -210,13 +210,13 @@ def made_step_score(transform, made: ConditionalAutoRegressiveNN, context: torch
         corner = (slopes[0] @ first.flatten(1)).unflatten(-1, first.shape[1:])
         for weight, slope in zip(following[1:], slopes[1:]):
             corner = (corner * slope.unsqueeze(-2)) @ weight.T
-        by_mean_part, by_raw_part = corner.chunk(2, dim=-1)  # (N, b, b) each: (∂[m; s]/∂z)ᵀ of the block
-        corner = by_mean_part * by_mean[:, None, part] + by_raw_part * by_raw[:, None, part]
+        mean_t, raw_t = corner.chunk(2, dim=-1)  # (N, b, b) each: (∂m/∂z)ᵀ and (∂s/∂z)ᵀ of the block
+        corner = mean_t * by_mean[:, None, part] + raw_t * by_raw[:, None, part]
         corner.diagonal(dim1=-2, dim2=-1).add_(scale[:, part])
         u = torch.linalg.solve_triangular(corner, r.unsqueeze(-1), upper=True).squeeze(-1)
         solved.append(u)
-        step = torch.cat([by_mean[:, part] * u, by_raw[:, part] * u], dim=-1) @ torch.cat([w_mean[part], w_raw[part]])
-        behind = step if behind is None else behind + step
+        contribution = torch.cat([by_mean[:, part] * u, by_raw[:, part] * u], dim=-1) @ outputs
+        behind = contribution if behind is None else behind + contribution
     u = torch.cat(solved[::-1], dim=-1)
     return torch.empty_like(u).index_copy_(-1, order, u).reshape(*batch, dim)
 
