@@ -196,8 +196,7 @@ def made_step_score(transform, made: ConditionalAutoRegressiveNN, context: torch
             g = (g * slope) @ weight
         return (g * slopes[0]) @ w_first[:, columns]
 
-    every = slice(0, dim)
-    rhs = score.reshape(-1, dim)[:, order] - to_inputs(log_det_by_raw @ w_raw, every)
+    rhs = score.reshape(-1, dim)[:, order] - to_inputs(log_det_by_raw @ w_raw, slice(None))
     solved, behind = [], None  # behind: Σ over solved q of diag(∂z_out/∂[m; s]) u_q, at the last hidden layer
     for end in range(dim, 0, -block):
         part = slice(max(0, end - block), end)
