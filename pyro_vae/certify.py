@@ -36,6 +36,7 @@ from .errors import ConfigError, InputError
 from .evaluate import MIN_PSIS_SAMPLES, evaluate
 from .gaps import inference_gaps
 from .outputs import RunDirectory, save_torch, write_json
+from .run_identity import check_folder
 from .stats import mean_and_stderr
 
 OUTPUTS = ("likelihood.json", "likelihood.pt", "ais_vs_is.png", "bdmc.png")
@@ -92,6 +93,8 @@ def certify(run: str | Path, settings: CertifySettings = CertifySettings(), *, o
 
     file = resolve_checkpoint(run, "best.pt")
     record = load_checkpoint(file, "cpu")
+    if Path(run).expanduser().is_dir():  # a run folder: its selected model must be of its own run
+        check_folder(file.parent, {file: record}, files=("checkpoint.pt", "best.pt"))
     if not record.get("run_config"):
         raise InputError(f"{file} holds no run settings: certify a folder written by pyro_vae.run")
     config = RunConfig.from_dict(record["run_config"]).replace(device=device, **({"data_dir": data_dir} if data_dir

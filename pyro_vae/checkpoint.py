@@ -213,6 +213,25 @@ def _check_record(path: Path, record: dict) -> None:
                               "broken (saved after training diverged?) and cannot be used")
 
 
+def check_state(file: str | os.PathLike, vae: VAE, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (the parameters read from ``file``), checked to fit ``vae``: the same parameter
+    names and shapes, so that ``vae.load_state_dict(state)`` cannot fail later with a traceback.
+
+    :raises CheckpointError: the parameters do not fit the model (the message names the file).
+    """
+    expected = vae.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [name for name in expected if name in state and torch.is_tensor(state[name])
+              and tuple(state[name].shape) != tuple(expected[name].shape)]
+    if missing or unexpected or shapes:
+        found = ", ".join(filter(None, [
+            f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+            f"other shapes for {shapes[:3]}" if shapes else ""]))
+        raise CheckpointError(f"{file}: its parameters do not fit the model of this run ({found}); it belongs to "
+                              "another model (or is damaged): move it out of the run folder, or use the run's own file")
+    return state
+
+
 def migrate_v1(record: dict[str, Any]) -> dict[str, Any]:
     """A format-1 record (pyro_vae 0.1) in format 2's terms: its kind, and its run settings as a
     :class:`~pyro_vae.config.RunConfig` dict (``cuda`` becomes ``device``; the model's pieces and

@@ -33,6 +33,7 @@ import torch
 from .config import FIXED, OVERRIDE, RunConfig
 from .errors import PyroVAEError, ResumeConflictError
 from .outputs import RunDirectory
+from .run_identity import check_folder
 from .stats import mean_and_stderr, paired_difference
 
 #: How the processes of ``jobs > 1`` start: ``spawn`` (fresh interpreters; safe with CUDA and threads).
@@ -70,6 +71,8 @@ def load_run(folder: str | Path) -> RunRecord:
         raise PyroVAEError(f"{folder} does not hold a readable finished run ({type(error).__name__}: "
                            f"{str(error).splitlines()[0][:160] if str(error) else ''}); remove it, or start the "
                            "comparison again with --overwrite") from None
+    check_folder(folder, {folder / "metrics.json": metrics, folder / "evaluation.pt": evaluation},
+                 files=("evaluation.pt", "metrics.json"))  # the numbers are of one run
     return RunRecord(folder, metrics, evaluation)
 
 

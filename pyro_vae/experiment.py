@@ -32,7 +32,7 @@ from typing import Any
 import pyro
 import torch
 
-from . import checkpoint, distributed, plots
+from . import checkpoint, distributed, plots, run_identity
 from .build import build_vae, describe
 from .compatibility import check_combination
 from .config import FIXED, OVERRIDE, RunConfig
@@ -170,6 +170,9 @@ def _load_resumed(config: RunConfig, device: torch.device) -> _Resumed:
         else "checkpoint.pt"
     file = checkpoint.resolve_checkpoint(path, name)
     record = checkpoint.load_checkpoint(file, device)
+    if path.is_dir() or file.name == "checkpoint.pt":  # the folder's files must be of one run
+        run_identity.check_folder(file.parent, {file: record}, device,
+                                  run_identity.FILES if path.is_dir() else ("checkpoint.pt", "best.pt"))
     if record["kind"] != "training" and not config.evaluate_only:
         raise CheckpointError(f"{file} holds a selected model, not a training state: continue training from its run "
                               f"folder (or its checkpoint.pt), or evaluate it with evaluate_only (--evaluate-only)")
@@ -216,6 +219,9 @@ class _Run:
             config, device, resumed, model_config, folder)
         self.world = world or distributed.World()
         self.paths: dict[str, Path] = {}
+        fork = resumed is not None and folder.path.resolve() != resumed.folder.resolve()
+        self.identity = run_identity.for_run(resumed.record if resumed else None, fork, config.to_dict(), model_config,
+                                             resumed.file if resumed else None)
 
     # -- the steps -----------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -297,7 +303,7 @@ class _Run:
         self.best = {"val_elbo": -math.inf, "epoch": 0, "state": copy.deepcopy(vae.state_dict())}
         if record is None:
             return [], 0
-        vae.load_state_dict(record["model_state"])
+        vae.load_state_dict(checkpoint.check_state(self.resumed.file, vae, record["model_state"]))
         if record["kind"] == "model":  # evaluate a selected model as it is
             self.best.update(epoch=record.get("epoch", 0), state=copy.deepcopy(vae.state_dict()))
             return list(record.get("history", [])), record.get("epoch", 0)
@@ -305,8 +311,8 @@ class _Run:
         self.loss.load_state_dict(record["objective_state"])  # e.g. the KL warm-up position
         checkpoint.set_rng_state(record["rng_state"])
         best_file = self.resumed.folder / "best.pt"
-        best_state = checkpoint.load_checkpoint(best_file, self.device)["model_state"] if best_file.is_file() \
-            else copy.deepcopy(vae.state_dict())
+        best_state = checkpoint.check_state(best_file, vae, checkpoint.load_checkpoint(best_file, self.device)[
+            "model_state"]) if best_file.is_file() else copy.deepcopy(vae.state_dict())
         self.best.update(val_elbo=record["best_val_elbo"], epoch=record["best_epoch"], state=best_state)
         if self.best["val_elbo"] is None:  # written by a run without a validation split
             self.best["val_elbo"] = -math.inf
@@ -354,7 +360,8 @@ class _Run:
         self.paths["checkpoint"] = checkpoint.save_checkpoint(
             self.folder / "checkpoint.pt", self.vae, self.optimizer, epoch=record["epoch"], history=history,
             run_config=self.config.to_dict(), best_val_elbo=self.best["val_elbo"] if has_val else None,
-            best_epoch=self.best["epoch"], objective_state=self.loss.state_dict(), data_files=self.data.files)
+            best_epoch=self.best["epoch"], objective_state=self.loss.state_dict(), data_files=self.data.files,
+            **self.identity)
 
     def _save_best(self, epoch: int, state: dict | None, history: list[dict]) -> None:
         if not self.world.is_main:
@@ -365,7 +372,7 @@ class _Run:
             vae.load_state_dict(state)
         self.paths["best"] = checkpoint.save_checkpoint(
             self.folder / "best.pt", vae, None, epoch=epoch, history=history, run_config=self.config.to_dict(),
-            val_elbo=self.best["val_elbo"] if len(self.data.val) else None, data_files=self.data.files)
+            val_elbo=self.best["val_elbo"] if len(self.data.val) else None, data_files=self.data.files, **self.identity)
 
     def _check_progress(self, record: dict) -> None:
         """Divergence: a training objective (the epoch's mean) or validation ELBO that is NaN or
@@ -413,7 +420,7 @@ class _Run:
         if main:
             self.paths["evaluation"] = save_torch(self.folder / "evaluation.pt", {
                 "elbo": test.elbo, "log_likelihood": test.log_likelihood, "khat": test.khat, "bounds": test.bounds,
-                "activity": activity, "kl_per_dim": kl_dims})
+                "activity": activity, "kl_per_dim": kl_dims, **self.identity})
         summary = test.summary()
         val_elbo = self.validate() if len(data.val) else None
         metrics = _json_safe({
@@ -434,7 +441,7 @@ class _Run:
             "data_files": data.files,
             "versions": versions(),
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else _cpu_name(),
-            "world_size": self.world.size, "backend": self.world.backend,
+            "world_size": self.world.size, "backend": self.world.backend, **self.identity,
         })
         if not main:  # the main process writes the run's files
             return RunResult(config, metrics, test, history, vae, dict(self.paths))
