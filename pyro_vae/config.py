@@ -183,6 +183,11 @@ class RunConfig:
             raise ConfigError("binarize", f"'none' keeps grey levels, but the {self.likelihood} likelihood is a "
                               "density on binary images only; use binarize dynamic or static, or a likelihood for "
                               "grey levels (continuous_bernoulli, gaussian)")
+        note = getattr(LIKELIHOODS[self.likelihood].factory, "on_binary_data", None)
+        if note and (self.binarize in ("dynamic", "static") or DATASETS[self.dataset].binarized):
+            import warnings
+
+            warnings.warn(f"likelihood {self.likelihood} on binarized images: {note}", stacklevel=2)
         try:
             import torch
 

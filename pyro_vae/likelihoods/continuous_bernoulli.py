@@ -19,10 +19,16 @@ class ContinuousBernoulliLikelihood(BernoulliLikelihood):
     true log-density and test log-likelihoods are comparable. Its mean E[x|z] is not λ (it is
     λ/(2λ − 1) + 1/(2 artanh(1 − 2λ)), ½ at λ = ½), and ``VAE.sample`` and ``VAE.reconstruct``
     show that mean. :class:`pyro.distributions.ContinuousBernoulli` computes it from logits.
-    For grey images: ``--binarize none``.
+    For grey images: ``--binarize none``. On binarized images it is accepted with a warning
+    (:attr:`on_binary_data`).
     """
 
     data = "continuous"
+    #: Accepted, with this warning (RunConfig warns, the command line prints it as one ``warning:`` line):
+    #: {0, 1} lies in its support, but there its log C(λ) rewards confident pixels without bound.
+    on_binary_data = ("a density on grey levels, accepted but not meant for {0, 1} pixels (its normalizer "
+                      "rewards λ near 0 or 1 without bound, so its log p(x) is not comparable with the bernoulli "
+                      "likelihood's); use likelihood bernoulli for binary images, or binarize none for grey levels")
 
     def forward(self, x_logits: torch.Tensor) -> dist.Distribution:
         return dist.ContinuousBernoulli(logits=x_logits).to_event(len(self.x_shape))
