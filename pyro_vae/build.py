@@ -87,6 +87,12 @@ def build_vae(config: dict[str, Any]) -> VAE:
 
     build.x_shape = x_shape  # type: ignore[attr-defined]
     name = model_name(config)
+    from .compatibility import MODEL_REFUSED
+
+    for kind in ("prior", "guide"):
+        if (name, config[kind]["name"]) in MODEL_REFUSED:
+            raise ConfigError(kind, f"model={name} with {kind}={config[kind]['name']} is not supported: "
+                              f"{MODEL_REFUSED[name, config[kind]['name']]}; choose another {kind}")
     try:
         vae = MODELS.build(name, config["model"]["options"] if "model" in config else None, build=build, z_dim=z_dim)
     except ConfigError:
