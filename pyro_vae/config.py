@@ -12,7 +12,8 @@ options (``prior="vamp", prior_options={"num_components": 100}``); options left 
 defaults declared with the piece, and the configuration stores them resolved, so two
 configurations that build the same model compare equal.
 
-Paper protocols are configurations too: :meth:`RunConfig.from_protocol` (``"burda2015"``).
+Paper protocols are configurations too: :meth:`RunConfig.from_protocol` (``"burda2015"``, one
+stochastic layer, and ``"burda2015-2layer"``, two).
 
 On resume, each field is one of three kinds (its ``resume`` metadata):
 
@@ -299,6 +300,11 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
                   "batch_size": 20, "binarize": "dynamic", "lr": 1e-3, "adam_eps": 1e-4,
                   "lr_schedule": "burda2015", "num_epochs": 3280, "eval_samples": 5000, "val_size": 400},
 }
+# The same paper's two stochastic layers (Sec. 5, Table 1, "2 layers"): x → 200 → 200 → z1 (100) →
+# 100 → 100 → z2 (50), tanh, the generative side mirrored; the same training and evaluation.
+PROTOCOLS["burda2015-2layer"] = {**PROTOCOLS["burda2015"], "z_dim": 100, "model": "hierarchical",
+                                 "model_options": {"upper_z_dims": [50], "upper_hidden_dims": [100, 100],
+                                                   "upper_activation": "tanh"}}
 
 
 def _plain(value: Any) -> Any:
