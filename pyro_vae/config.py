@@ -304,7 +304,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 # 100 → 100 → z2 (50), tanh, the generative side mirrored; the same training and evaluation.
 PROTOCOLS["burda2015-2layer"] = {**PROTOCOLS["burda2015"], "z_dim": 100, "model": "hierarchical",
                                  "model_options": {"upper_z_dims": [50], "upper_hidden_dims": [100, 100],
-                                                   "upper_activation": "tanh"}}
+                                                   "upper_activation": "tanh", "data_output_bias": True}}
 
 
 def _plain(value: Any) -> Any:

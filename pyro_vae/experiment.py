@@ -229,6 +229,8 @@ class _Run:
                                       f"(MD5s {self.resumed.record['data_files']}, here {data.files})")
         vae = self.vae = self._build()
         self._check_data(vae, data)
+        if hasattr(vae, "initialize_from_data"):  # a model that starts from the data (its output bias)
+            vae.initialize_from_data(data.train.images.mean(0))
 
         # The objective: a Pyro ELBO, seen by the training loop only as a loss module.
         try:

@@ -38,6 +38,7 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.distributions import MultivariateNormal, register_kl
 
+from .errors import ConfigError
 from .guides.diagonal_normal import DiagonalNormal, positive_scale
 from .nets import ACTIVATIONS, mlp
 from .registry import MODELS, Option
@@ -163,6 +164,25 @@ class HierarchicalVAE(VAE):
                 q, z = q_above, pyro.sample(self.latent_sites[level + 1], q_above)
             return z
 
+    #: whether :meth:`initialize_from_data` sets the output bias (the model option ``data_output_bias``)
+    data_output_bias = False
+
+    @torch.no_grad()
+    def initialize_from_data(self, mean_image: torch.Tensor) -> None:
+        """With ``data_output_bias``: the bias of the decoder's last linear layer set to
+        logit(mean pixel intensity of the training images), clamped to [10⁻³, 1 − 10⁻³], so that the
+        untrained model's p(x|z) is the data's mean image (Burda et al., arXiv:1509.00519, Sec. 5,
+        following the initialization of the output bias to the marginal statistics). The decoder's
+        output is the Bernoulli logits there. Called by the run before any step (also on resume,
+        so the untrained reference model is the same); on device, nothing read back."""
+        if not self.data_output_bias:
+            return
+        last = [m for m in self.decoder.modules() if isinstance(m, nn.Linear)][-1]
+        if last.bias is None or last.bias.numel() != mean_image.numel():
+            raise ConfigError("model_options", "data_output_bias needs a decoder whose last layer is linear with "
+                              "one output per pixel: use net=mlp, or drop --data-output-bias", option="data_output_bias")
+        last.bias.copy_(torch.logit(mean_image.reshape(-1).clamp(1e-3, 1 - 1e-3)).to(last.bias))
+
     def top_posterior(self, x: torch.Tensor) -> dist.Distribution:
         """q(z_L | z_{L−1}) along the chain of the guide's means (no random numbers drawn): what the
         run's KL line compares with p(z_L)."""
@@ -195,10 +215,12 @@ class HierarchicalVAE(VAE):
            choices=tuple(sorted(ACTIVATIONS))),
     Option("upper_min_scale", float, 1e-4, "floor added to σ of every upper Gaussian", flag="--upper-min-scale",
            minimum=0.0),
+    Option("data_output_bias", bool, False, "start the decoder's output bias at the logit of the training images' "
+           "mean (Burda et al.)", flag="--data-output-bias"),
     summary="L ≥ 2 stochastic layers, bottom-up guide q(z1|x) q(z2|z1)... (Burda et al. 2015, Sec. 5)",
 )
 def hierarchical(build, z_dim: int, upper_z_dims: Sequence[int], upper_hidden_dims: Sequence[int],
-                 upper_activation: str, upper_min_scale: float) -> HierarchicalVAE:
+                 upper_activation: str, upper_min_scale: float, data_output_bias: bool) -> HierarchicalVAE:
     """A :class:`HierarchicalVAE`: ``build(kind, **context)`` builds one configured piece; the guide
     piece is built once per layer (each layer's Gaussian), the prior for the top layer."""
     dims = [z_dim, *upper_z_dims]
@@ -213,5 +235,7 @@ def hierarchical(build, z_dim: int, upper_z_dims: Sequence[int], upper_hidden_di
         upper_priors.append(GaussianLayer(above, below, list(reversed(upper_hidden_dims)), upper_activation,
                                           upper_min_scale))
     prior = build("prior", z_dim=dims[-1])
-    return HierarchicalVAE(prior, guide, likelihood, encoder, decoder, build.x_shape, upper_guides,
-                           upper_encoders, upper_priors)
+    vae = HierarchicalVAE(prior, guide, likelihood, encoder, decoder, build.x_shape, upper_guides,
+                          upper_encoders, upper_priors)
+    vae.data_output_bias = data_output_bias
+    return vae

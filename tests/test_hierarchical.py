@@ -176,6 +176,7 @@ def test_burda2015_two_layer_protocol_is_the_papers_architecture():
     config = RunConfig.from_protocol("burda2015-2layer")
     assert (config.model, config.z_dim, config.model_options["upper_z_dims"]) == ("hierarchical", 100, [50])
     assert config.model_options["upper_hidden_dims"] == [100, 100] and config.model_options["upper_activation"] == "tanh"
+    assert config.model_options["data_output_bias"]
     assert config.net_options == {**config.net_options, "hidden_dims": [200, 200], "activation": "tanh"}
     assert (config.lr_schedule, config.batch_size, config.eval_samples) == ("burda2015", 20, 5000)
     vae = pyro_vae.build_vae(config.model_config((1, 28, 28)))
@@ -236,3 +237,15 @@ def test_bdmc_starts_its_reverse_chains_at_the_models_own_latents():
         _, guide_trace = layered_traces(lg.vae, x, eps.unsqueeze(0), site_sizes(lg.vae, x))
     for name in ("z1", "z2"):
         torch.testing.assert_close(guide_trace.nodes[name]["value"][0], trace.nodes[name]["value"], rtol=0, atol=1e-10)
+
+
+def test_output_bias_starts_at_the_logit_of_the_data_mean():
+    config = RunConfig(model="hierarchical", z_dim=4, model_options={"data_output_bias": True})
+    vae = pyro_vae.build_vae(config.model_config((1, 6, 6)))
+    mean = torch.rand(1, 6, 6) * 0.8 + 0.1
+    vae.initialize_from_data(mean)
+    torch.testing.assert_close(vae.decoder.net[-1].bias, torch.logit(mean).flatten())
+    untouched = pyro_vae.build_vae(RunConfig(model="hierarchical", z_dim=4).model_config((1, 6, 6)))
+    before = untouched.decoder.net[-1].bias.clone()
+    untouched.initialize_from_data(mean)  # the option is off: nothing changes
+    assert torch.equal(untouched.decoder.net[-1].bias, before)
