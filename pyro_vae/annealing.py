@@ -311,8 +311,60 @@ def ais(vae: VAE, x: torch.Tensor, num_steps: int = 500, num_chains: int = 16, *
                num_steps, num_chains)
 
 
+class _GivenNoise:
+    """The noise source of :class:`~pyro_vae.noise.GuideNoise` for AIS: the slice of one ε vector that
+    belongs to each latent site (stream = the site's index in ``vae.latent_sites``)."""
+
+    key = ()  # not None: GuideNoise draws every site from here
+
+    def __init__(self, eps: torch.Tensor, sizes: list[int]):
+        self.parts = eps.split(sizes, dim=-1)
+
+    def eps(self, batch_shape, event_shape, device, dtype, stream: int = 0) -> torch.Tensor:
+        return self.parts[stream]
+
+
+def site_sizes(vae: VAE, x: torch.Tensor) -> list[int]:
+    """The event size of each latent site of ``vae`` (``vae.latent_sites``), from one guide trace
+    (in a forked random-number stream: nothing outside moves)."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        trace = poutine.trace(vae.guide).get_trace(x[:1])
+    return [trace.nodes[name]["fn"].event_shape[-1] for name in vae.latent_sites]
+
+
+def layered_traces(vae: VAE, x: torch.Tensor, eps: torch.Tensor, sizes: list[int]):
+    """The guide run with its latent sites z_l = g_l(ε_l, z_{l−1}, x) from the slices ε_l of ``eps``
+    ``(chains, images, Σ d_l)`` and the model replayed on them: the traces (model, guide), log
+    densities computed."""
+    from .noise import GuideNoise
+
+    with pyro.plate("particles", eps.shape[0], dim=-2), GuideNoise(_GivenNoise(eps, sizes), vae.latent_sites):
+        guide_trace = poutine.trace(vae.guide).get_trace(x)
+    with pyro.plate("particles", eps.shape[0], dim=-2):
+        model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return model_trace, guide_trace
+
+
 def vae_target(vae: VAE, x: torch.Tensor, num_chains: int) -> tuple[Distribution, Callable]:
-    """π₀ = N(0, I) over (chains, images, z_dim) and log r(ε) = log p(x, g(ε)) − log q(g(ε)|x)."""
+    """π₀ = N(0, I) over (chains, images, z_dim) and log r(ε) = log p(x, g(ε)) − log q(g(ε)|x).
+
+    For a model with several latent sites (:mod:`pyro_vae.hierarchical`) ε is the concatenation of
+    every site's noise, (ε_1, .., ε_L), z_l = g_l(ε_l, z_{l−1}, x) the guide's chain, and log r(ε) =
+    log p(x, z_1..z_L) − log q(z_1..z_L|x) (:func:`~pyro_vae.objectives.traces.trace_log_weights`):
+    HMC moves all layers' noise at once."""
+    if len(vae.latent_sites) > 1:
+        from .objectives.traces import trace_log_weights
+
+        sizes = site_sizes(vae, x)
+        zeros = torch.zeros(num_chains, len(x), sum(sizes), dtype=x.dtype, device=x.device)
+
+        def layered_log_ratio(eps):
+            return trace_log_weights(*layered_traces(vae, x, eps, sizes))
+
+        return Independent(Normal(zeros, torch.ones_like(zeros)), 1), layered_log_ratio
     with torch.no_grad():
         q = vae.encode(x)
     reparameterize = noise_map(q)

@@ -73,14 +73,30 @@ def bdmc(vae: VAE, num_images: int, num_steps: int = 500, num_chains: int = 16, 
     return BDMC(*(torch.cat([part[i] for part in parts]).cpu() for i in range(6)), num_steps, num_chains)
 
 
+def _exact_noise(vae: VAE, x: torch.Tensor, model_trace) -> torch.Tensor:
+    """The model's own draw of the latents, mapped to the guide's noise space: ε = g⁻¹(z). For several
+    layers, each site's ε_l = (z_l − μ_l)/σ_l under q(z_l|z_{l−1}) at the model's z_{l−1} (the guide
+    run conditioned on the model's values; its layers are diagonal Gaussians)."""
+    if len(vae.latent_sites) == 1:
+        return noise_inverse(vae.encode(x))(model_trace.nodes["z"]["value"])
+    values = {name: model_trace.nodes[name]["value"] for name in vae.latent_sites}
+    guide_trace = poutine.trace(poutine.condition(vae.guide, data=values)).get_trace(x)
+    parts = []
+    for name in vae.latent_sites:
+        base = guide_trace.nodes[name]["fn"].base_dist
+        parts.append((values[name] - base.loc) / base.scale)
+    return torch.cat(parts, -1)
+
+
 def _batch(vae: VAE, n: int, num_steps: int, num_chains: int, options: dict) -> tuple:
     with torch.no_grad():
         trace = poutine.trace(vae.model).get_trace(num_samples=n)
-        z, x = trace.nodes["z"]["value"], trace.nodes["x"]["value"]
+        x = trace.nodes["x"]["value"]
+        z = torch.cat([trace.nodes[name]["value"] for name in vae.latent_sites], -1)
     initial, log_ratio = vae_target(vae, x, num_chains)
     forward = anneal(initial, log_ratio, num_steps, **options)
     with torch.no_grad():
-        exact = noise_inverse(vae.encode(x))(z)  # the exact posterior sample, in the guide's noise space
+        exact = _exact_noise(vae, x, trace)  # the exact posterior sample, in the guide's noise space
     backward = anneal(initial, log_ratio, num_steps, **{**options, "progress": False}, reverse=True,
                       step_sizes=forward.step_sizes, start=exact.expand(num_chains, *exact.shape))
     # the reverse weights estimate 1/p(x): log of their mean is a lower bound of −log p(x)

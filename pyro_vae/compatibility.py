@@ -27,6 +27,15 @@ REFUSED = {("vamp", "iaf"): "the VampPrior's components would be IAF flows, and 
                             "needs it inverted, z_dim sequential network passes per pseudo-input "
                             "(pyro_vae.priors.vamp.VampPrior)"}
 
+#: model × prior and model × guide pairs refused the same way: pair -> why.
+MODEL_REFUSED = {("hierarchical", "vamp"): "the VampPrior on the top layer z_L would need q(z_L|x), which the "
+                                           "bottom-up guide has only through z_1 .. z_(L-1) (pyro_vae.hierarchical)",
+                 ("hierarchical", "iaf"): "each layer's guide would be an IAF conditioned on the layer below; "
+                                          "only diagonal_normal layers are built (pyro_vae.hierarchical)",
+                 ("hierarchical", "full_rank"): "DReG's weighting of the path through the layers needs each "
+                                                "layer's noise ε, which only diagonal_normal layers keep "
+                                                "(pyro_vae.hierarchical)"}
+
 
 def supported_pairs(priors, guides) -> list[tuple[str, str]]:
     """Every (prior, guide) of ``priors`` × ``guides`` that is not in :data:`REFUSED`."""

@@ -12,7 +12,8 @@ options (``prior="vamp", prior_options={"num_components": 100}``); options left 
 defaults declared with the piece, and the configuration stores them resolved, so two
 configurations that build the same model compare equal.
 
-Paper protocols are configurations too: :meth:`RunConfig.from_protocol` (``"burda2015"``).
+Paper protocols are configurations too: :meth:`RunConfig.from_protocol` (``"burda2015"``, one
+stochastic layer, and ``"burda2015-2layer"``, two).
 
 On resume, each field is one of three kinds (its ``resume`` metadata):
 
@@ -39,7 +40,7 @@ from .errors import ConfigError
 FIXED, OVERRIDE, FREE = "fixed", "override", "free"
 SECTIONS = ("data", "model", "objective", "training", "evaluation", "run")
 #: The swappable kinds; each has a ``<kind>`` and a ``<kind>_options`` field.
-PIECE_KINDS = ("prior", "guide", "likelihood", "net", "objective")
+PIECE_KINDS = ("model", "prior", "guide", "likelihood", "net", "objective")
 
 
 def setting(default: Any = dataclasses.MISSING, *, section: str, help: str, resume: str = FIXED,
@@ -100,7 +101,11 @@ class RunConfig:
     test_size: int | None = setting(None, section="data", minimum=1, resume=OVERRIDE, metavar="N",
                                     help="evaluate on the first N test images (default: all)")
     # -- model
-    z_dim: int = setting(50, section="model", minimum=1, metavar="N", help="latent dimension")
+    model: str = setting("vae", section="model", choices="model",
+                         help="the model composing the pieces: vae (one stochastic layer) or hierarchical (L ≥ 2)")
+    model_options: dict = setting(section="model", factory=dict, help="options of the model")
+    z_dim: int = setting(50, section="model", minimum=1, metavar="N",
+                         help="latent dimension (of the lowest layer z1 for a hierarchical model)")
     prior: str = setting("standard_normal", section="model", choices="prior", help="p(z)")
     prior_options: dict = setting(section="model", factory=dict, help="options of the prior")
     guide: str = setting("diagonal_normal", section="model", choices="guide", help="q(z|x)")
@@ -163,9 +168,15 @@ class RunConfig:
         for kind in PIECE_KINDS:
             object.__setattr__(self, f"{kind}_options", _resolve_options(kind, getattr(self, kind),
                                                                            getattr(self, f"{kind}_options")))
-        from .compatibility import REFUSED
+        from .compatibility import MODEL_REFUSED, REFUSED
         from .data import DATASETS, check_binarization
 
+        if (self.model, self.prior) in MODEL_REFUSED:
+            raise ConfigError("prior", f"model={self.model} with prior={self.prior} is not supported: "
+                              f"{MODEL_REFUSED[self.model, self.prior]}; choose another prior")
+        if (self.model, self.guide) in MODEL_REFUSED:
+            raise ConfigError("guide", f"model={self.model} with guide={self.guide} is not supported: "
+                              f"{MODEL_REFUSED[self.model, self.guide]}; choose another guide")
         if (self.prior, self.guide) in REFUSED:  # before any data is loaded
             raise ConfigError("guide", f"prior={self.prior} with guide={self.guide} is not supported: "
                               f"{REFUSED[self.prior, self.guide]}; choose another guide for this prior, or "
@@ -268,8 +279,9 @@ class RunConfig:
         from .build import make_config
 
         return make_config(x_shape, self.z_dim, prior=self.prior, guide=self.guide, likelihood=self.likelihood,
-                           net=self.net, options={kind: getattr(self, f"{kind}_options")
-                                                  for kind in ("prior", "guide", "likelihood", "net")})
+                           net=self.net, model=self.model, options={kind: getattr(self, f"{kind}_options")
+                                                                    for kind in ("prior", "guide", "likelihood", "net")}
+                           | ({"model": self.model_options} if self.model != "vae" else {}))
 
     def bound_ks(self) -> list[int]:
         """The K of the reported bounds E[L_K]: those of ``eval_ks`` up to ``eval_samples``, and it."""
@@ -293,6 +305,11 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
                   "batch_size": 20, "binarize": "dynamic", "lr": 1e-3, "adam_eps": 1e-4,
                   "lr_schedule": "burda2015", "num_epochs": 3280, "eval_samples": 5000, "val_size": 400},
 }
+# The same paper's two stochastic layers (Sec. 5, Table 1, "2 layers"): x → 200 → 200 → z1 (100) →
+# 100 → 100 → z2 (50), tanh, the generative side mirrored; the same training and evaluation.
+PROTOCOLS["burda2015-2layer"] = {**PROTOCOLS["burda2015"], "z_dim": 100, "model": "hierarchical",
+                                 "model_options": {"upper_z_dims": [50], "upper_hidden_dims": [100, 100],
+                                                   "upper_activation": "tanh", "data_output_bias": True}}
 
 
 def _plain(value: Any) -> Any:

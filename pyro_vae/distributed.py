@@ -230,7 +230,7 @@ class KeyedLoss(nn.Module):
     def __init__(self, vae: nn.Module, objective: nn.Module, step_noise: noise.StepNoise):
         super().__init__()
         self.vae, self.objective = vae, objective
-        self.guide_noise = noise.GuideNoise(step_noise)
+        self.guide_noise = noise.GuideNoise(step_noise, getattr(vae, "latent_sites", ("z",)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.guide_noise:

@@ -247,9 +247,45 @@ def active_units(vae: VAE, x: torch.Tensor, threshold: float = 1e-2, **kwargs):
 
 
 @torch.no_grad()
+def active_units_per_layer(vae: VAE, x: torch.Tensor, threshold: float = 1e-2, batch_size: int = 100,
+                           num_samples: int = 64) -> list[int] | None:
+    """For a model with several stochastic layers (``layer_means``, :mod:`pyro_vae.hierarchical`):
+    the active units of each layer z_1 .. z_L, A_j = Cov_x(E_q[z_j|x]) > ``threshold`` as in
+    :func:`active_units` (Burda et al., arXiv:1509.00519, Sec. 5.2, count them per layer); ``None``
+    for the one-layer VAE. E_q[z_l|x] for l ≥ 2 is a ``num_samples`` average
+    (:meth:`~pyro_vae.hierarchical.HierarchicalVAE.layer_means`)."""
+    if not hasattr(vae, "layer_means"):
+        return None
+    batches = [vae.layer_means(x[start:start + batch_size], num_samples) for start in range(0, x.shape[0], batch_size)]
+    return [int((torch.cat(layer).var(dim=0, unbiased=True) > threshold).sum()) for layer in zip(*batches, strict=True)]
+
+
+@torch.no_grad()
+def kl_per_site(vae: VAE, x: torch.Tensor, batch_size: int = 100, num_samples: int = 16) -> dict[str, float]:
+    """E_x E_q[log q(z_l|·) − log p(z_l|·)] for each latent site (``vae.latent_sites``), in nats per
+    image: the ELBO's KL(q(z|x) ‖ p(z)) split into one term per layer (for one layer, the KL term
+    itself), each a Monte Carlo average over ``num_samples`` draws per image from the traces of the
+    two programs (the terms of :func:`~pyro_vae.objectives.traces.trace_log_weights`)."""
+    totals = dict.fromkeys(vae.latent_sites, 0.0)
+    for start in range(0, x.shape[0], batch_size):
+        batch = x[start:start + batch_size]
+        with pyro.plate("particles", num_samples, dim=-2):
+            guide_trace = poutine.trace(vae.guide).get_trace(batch)
+            model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(batch)
+        for name in vae.latent_sites:
+            q_term = guide_trace.nodes[name]["fn"].log_prob(guide_trace.nodes[name]["value"])
+            p_term = model_trace.nodes[name]["fn"].log_prob(model_trace.nodes[name]["value"])
+            totals[name] += float((q_term - p_term).mean(0).sum())
+    return {name: total / x.shape[0] for name, total in totals.items()}
+
+
+@torch.no_grad()
 def kl_per_dimension(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor | None:
     """E_x[KL(q(z_j|x) ‖ p(z_j))] for each latent unit j, in closed form, where q and p both factorize
-    over units with a registered KL (e.g. diagonal Gaussian vs standard normal); else ``None``."""
+    over units with a registered KL (e.g. diagonal Gaussian vs standard normal); else ``None`` (also
+    for a model with several stochastic layers, whose KL per layer is :func:`kl_per_site`)."""
+    if len(getattr(vae, "latent_sites", ("z",))) > 1:  # several layers: see kl_per_site
+        return None
     prior = vae.prior()
     if not isinstance(prior, Independent):  # a mixture or a flow: no per-unit factorization
         return None

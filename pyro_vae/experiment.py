@@ -46,7 +46,7 @@ from .errors import (
     ResumeConflictError,
     TrainingDivergedError,
 )
-from .evaluate import MIN_PSIS_SAMPLES, Evaluation, active_units, kl_per_dimension
+from .evaluate import MIN_PSIS_SAMPLES, Evaluation, active_units, active_units_per_layer, kl_per_dimension, kl_per_site
 from .kl import describe_kl_term, has_closed_form_kl
 from .noise import VALIDATION, StepNoise, derive_seed
 from .objectives import make_objective
@@ -235,6 +235,8 @@ class _Run:
                                       f"(MD5s {self.resumed.record['data_files']}, here {data.files})")
         vae = self.vae = self._build()
         self._check_data(vae, data)
+        if hasattr(vae, "initialize_from_data"):  # a model that starts from the data (its output bias)
+            vae.initialize_from_data(data.train.images.mean(0))
 
         # The objective: a Pyro ELBO, seen by the training loop only as a loss module.
         try:
@@ -244,7 +246,7 @@ class _Run:
         loss = self.loss = objective(vae.model, vae.guide)
         initial_loss = check_combination(vae, config.objective, loss, data.example_batch(64))
         with torch.no_grad():
-            q_probe, p_probe = vae.encode(data.test.images[:2]), vae.prior()
+            q_probe, p_probe = vae.top_posterior(data.test.images[:2]), vae.prior()
         self.kl_closed_form = has_closed_form_kl(q_probe, p_probe)
         self.optimizer = make_adam(vae.parameters(), lr=config.lr, eps=config.adam_eps)
         # Training draws keyed noise (pyro_vae.noise), so its steps do not depend on the number of processes.
@@ -416,6 +418,9 @@ class _Run:
                 f"{len(data.test)} test images (the first is image {bad[0].item()}); no result was written")
         num_active, activity = active_units(vae, data.test.images)
         kl_dims = kl_per_dimension(vae, data.test.images)
+        layered = len(vae.latent_sites) > 1  # per-layer diagnostics of a hierarchical model
+        units_per_layer = active_units_per_layer(vae, data.test.images) if layered else None
+        kl_sites = kl_per_site(vae, data.test.images) if layered else None
         main = self.world.is_main
         if main:
             self.paths["evaluation"] = save_torch(self.folder / "evaluation.pt", {
@@ -433,6 +438,7 @@ class _Run:
             "bounds": summary["bounds"], "bounds_stderr": summary["bounds_stderr"],
             "active_units": num_active, "z_dim": self.model_config["z_dim"],
             "kl_per_dim": kl_dims.tolist() if kl_dims is not None else None,
+            **({"active_units_per_layer": units_per_layer, "kl_per_layer": kl_sites} if layered else {}),
             "selected_epoch": self.best["epoch"], "kl_closed_form": self.kl_closed_form,
             "num_epochs": len(history),
             "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history) if history else None,
@@ -455,7 +461,7 @@ class _Run:
         self.paths["reconstructions"] = plots.plot_reconstructions(vae, data.test.images, out / "reconstructions.png")
         self.paths["samples"] = plots.plot_samples(vae, out / "samples.png")
         self.paths["latent"] = plots.plot_latent(vae, data.test.images, data.test.labels, out / "latent.png")
-        if self.model_config["z_dim"] == 2:
+        if self.model_config["z_dim"] == 2 and len(vae.latent_sites) == 1:
             self.paths["manifold"] = plots.plot_manifold(vae, out / "manifold.png")
         if history:
             self.paths["elbo"] = plots.plot_elbo(history, out / "elbo.png", test_elbo=summary["elbo"])
@@ -529,6 +535,9 @@ def format_summary(metrics: dict[str, Any], paths: dict[str, Path] | None = None
                      ", ".join(f"{metrics['bounds'][k]:.2f}" for k in ks)))
     if metrics.get("active_units") is not None:
         rows.append(("active latent units (Cov_x E_q[z_j|x] > 0.01)", f"{metrics['active_units']} of {metrics['z_dim']}"))
+        if metrics.get("active_units_per_layer"):
+            rows.append(("active units per layer z1, z2, ..", ", ".join(map(str, metrics["active_units_per_layer"]))))
+            rows.append(("KL per layer (nats)", ", ".join(f"{k} {v:.2f}" for k, v in metrics["kl_per_layer"].items())))
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'metric'.ljust(width)} | value (nats per image; ± standard error) |",
              f"| {'-' * width} | --- |"]

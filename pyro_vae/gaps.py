@@ -91,6 +91,10 @@ def inference_gaps(vae: VAE, x: torch.Tensor, *, num_steps: int = 500, num_chain
     and ``num_chains``. The ELBOs are estimated from ``elbo_samples`` draws each."""
     if not isinstance(vae, VAE):
         raise InputError(f"inference_gaps needs a pyro_vae.VAE, got {type(vae).__name__}")
+    if len(vae.latent_sites) > 1:
+        raise InputError("inference_gaps optimizes one guide distribution per image and is not implemented for a "
+                         f"model with several latent layers ({', '.join(vae.latent_sites)}); use ais and the "
+                         "ELBO for the total gap")
     vae.check_images(x, "x")
     _check_counts(optimize_steps=optimize_steps, num_particles=num_particles, elbo_samples=elbo_samples)
     if log_likelihood is None:

@@ -155,3 +155,140 @@ class LinearGaussianVAE:
     def kl_to_posterior(self, x: torch.Tensor) -> torch.Tensor:
         """KL(q(z|x) ‖ p(z|x)), exactly: the gap log p(x) − ELBO(x)."""
         return kl_divergence(self.guide_distribution(x), self.posterior(x))
+
+
+class LinearGaussianChain:
+    """The two-layer linear-Gaussian model, still exact (a Gaussian chain):
+
+        z2 ~ N(0, I_{d2}),   z1 | z2 ~ N(W2 z2 + b2, τ² I_{d1}),   x | z1 ~ N(W1 z1 + b1, σ² I_D).
+
+    In closed form, with C1 = W2W2ᵀ + τ²I the covariance of z1,
+
+    * the evidence p(x) = N(x; W1 b2 + b1, W1 C1 W1ᵀ + σ²I);
+    * the posterior p(z1, z2 | x), by conditioning the joint Gaussian of (z1, z2, x) on x;
+    * since z2 ⟂ x | z1, p(z1, z2|x) = p(z1|x) p(z2|z1) with p(z1|x) = N(S1(C1⁻¹ b2 + W1ᵀ(x − b1)/σ²), S1),
+      S1 = (C1⁻¹ + W1ᵀW1/σ²)⁻¹, and p(z2|z1) = N(S2 W2ᵀ(z1 − b2)/τ², S2), S2 = (I + W2ᵀW2/τ²)⁻¹:
+      the bottom-up guide q(z1|x) q(z2|z1) of :class:`~pyro_vae.hierarchical.HierarchicalVAE`, with
+      linear maps, represents it exactly when S1 and S2 are diagonal (:meth:`random` makes them so).
+
+    The linear guide q(z1|x) = N(A1 x + c1, diag s1²), q(z2|z1) = N(A2 z1 + c2, diag s2²) is jointly
+    Gaussian, so its ELBO (:meth:`elbo`, from the expected log densities) and KL(q ‖ p(z1, z2|x))
+    (:meth:`kl_to_posterior`) are exact too, and log p(x) − ELBO = KL(q ‖ p(z1, z2|x)).
+    ``vae`` is the library's :class:`~pyro_vae.hierarchical.HierarchicalVAE` computing the same model.
+    """
+
+    def __init__(self, W1: torch.Tensor, b1: torch.Tensor, sigma: float, W2: torch.Tensor, b2: torch.Tensor,
+                 tau: float):
+        from .hierarchical import GaussianLayer, HierarchicalVAE
+
+        self.W1, self.b1, self.W2, self.b2 = (t.to(DTYPE) for t in (W1, b1, W2, b2))
+        self.sigma, self.tau = float(sigma), float(tau)
+        (self.x_dim, self.z1_dim), self.z2_dim = self.W1.shape, self.W2.shape[1]
+        d1, d2 = self.z1_dim, self.z2_dim
+        guide1, guide2 = DiagonalNormalGuide(d1, 0.0), DiagonalNormalGuide(d2, 0.0)
+        encoder1, encoder2 = nn.Linear(self.x_dim, 2 * d1).to(DTYPE), nn.Linear(d1, 2 * d2).to(DTYPE)
+        decoder = nn.Linear(d1, self.x_dim).to(DTYPE)
+        upper_prior = GaussianLayer(d2, d1, [], "tanh", 0.0).to(DTYPE)  # no hidden layer: one linear map
+        likelihood = GaussianLikelihood((self.x_dim,), self.sigma, False, 0.0).to(DTYPE)
+        with torch.no_grad():
+            decoder.weight.copy_(self.W1)
+            decoder.bias.copy_(self.b1)
+            likelihood.x_scale_raw.fill_(math.log(math.expm1(self.sigma)))
+            layer = upper_prior.net[0]
+            layer.weight.zero_()
+            layer.weight[:d1] = self.W2
+            layer.bias.copy_(torch.cat([self.b2, torch.full((d1,), math.log(math.expm1(self.tau)), dtype=DTYPE)]))
+        self.vae = HierarchicalVAE(StandardNormalPrior(d2).to(DTYPE), guide1, likelihood, encoder1, decoder,
+                                   (self.x_dim,), [guide2], [encoder2], [upper_prior])
+        self.set_guide(*self.exact_guide())
+
+    @classmethod
+    def random(cls, x_dim: int = 5, z1_dim: int = 3, z2_dim: int = 2, sigma: float = 0.5, tau: float = 0.6,
+               seed: int = 0) -> LinearGaussianChain:
+        """W1 with orthogonal columns (scaled), W2 = scaled columns of the identity: then C1, S1 and S2
+        are diagonal and the diagonal bottom-up guide can be exact."""
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(x_dim, x_dim, generator=g, dtype=DTYPE))
+        W1 = q[:, :z1_dim] * torch.linspace(1.8, 0.6, z1_dim, dtype=DTYPE)
+        W2 = torch.eye(z1_dim, z2_dim, dtype=DTYPE) * torch.linspace(1.5, 0.8, z2_dim, dtype=DTYPE)
+        return cls(W1, torch.randn(x_dim, generator=g, dtype=DTYPE), sigma, W2,
+                   torch.randn(z1_dim, generator=g, dtype=DTYPE), tau)
+
+    # -- the exact quantities ----------------------------------------------------------------------------
+    @property
+    def z1_cov(self) -> torch.Tensor:
+        """C1 = W2W2ᵀ + τ²I, the covariance of z1 under p."""
+        return self.W2 @ self.W2.T + self.tau ** 2 * torch.eye(self.z1_dim, dtype=DTYPE)
+
+    def marginal(self) -> MultivariateNormal:
+        """p(x) = N(W1 b2 + b1, W1 C1 W1ᵀ + σ²I)."""
+        cov = self.W1 @ self.z1_cov @ self.W1.T + self.sigma ** 2 * torch.eye(self.x_dim, dtype=DTYPE)
+        return MultivariateNormal(self.W1 @ self.b2 + self.b1, cov)
+
+    def log_px(self, x: torch.Tensor) -> torch.Tensor:
+        return self.marginal().log_prob(x)
+
+    def posterior(self, x: torch.Tensor) -> MultivariateNormal:
+        """p(z1, z2 | x) over the concatenation [z1, z2]: the joint Gaussian of (z, x) conditioned on x."""
+        d2 = self.z2_dim
+        # z = [z1, z2]: mean [b2, 0], covariance [[C1, W2], [W2ᵀ, I]]
+        mean_z = torch.cat([self.b2, torch.zeros(d2, dtype=DTYPE)])
+        cov_z = torch.cat([torch.cat([self.z1_cov, self.W2], 1),
+                           torch.cat([self.W2.T, torch.eye(d2, dtype=DTYPE)], 1)], 0)
+        H = torch.cat([self.W1, torch.zeros(self.x_dim, d2, dtype=DTYPE)], 1)  # x = H z + b1 + σ ε
+        cov_x = H @ cov_z @ H.T + self.sigma ** 2 * torch.eye(self.x_dim, dtype=DTYPE)
+        gain = cov_z @ H.T @ torch.linalg.inv(cov_x)
+        mean = mean_z + (x - H @ mean_z - self.b1) @ gain.T
+        cov = cov_z - gain @ H @ cov_z
+        return MultivariateNormal(mean, 0.5 * (cov + cov.T))
+
+    def exact_guide(self) -> tuple[torch.Tensor, ...]:
+        """(A1, c1, s1, A2, c2, s2) of the bottom-up guide p(z1|x) p(z2|z1) (diagonal parts of the
+        covariances: exact when they are diagonal)."""
+        C1_inv = torch.linalg.inv(self.z1_cov)
+        S1 = torch.linalg.inv(C1_inv + self.W1.T @ self.W1 / self.sigma ** 2)
+        A1 = S1 @ self.W1.T / self.sigma ** 2
+        c1 = S1 @ C1_inv @ self.b2 - A1 @ self.b1
+        S2 = torch.linalg.inv(torch.eye(self.z2_dim, dtype=DTYPE) + self.W2.T @ self.W2 / self.tau ** 2)
+        A2 = S2 @ self.W2.T / self.tau ** 2
+        return A1, c1, S1.diagonal().sqrt(), A2, -A2 @ self.b2, S2.diagonal().sqrt()
+
+    def set_guide(self, A1, c1, s1, A2, c2, s2) -> None:
+        """Set the two linear encoders: q(z1|x) = N(A1 x + c1, diag s1²), q(z2|z1) = N(A2 z1 + c2, diag s2²)."""
+        self.guide = tuple(torch.as_tensor(t, dtype=DTYPE) for t in (A1, c1, s1, A2, c2, s2))
+        A1, c1, s1, A2, c2, s2 = self.guide
+        with torch.no_grad():
+            for encoder, A, c, s in ((self.vae.encoder, A1, c1, s1), (self.vae.upper_encoders[0], A2, c2, s2)):
+                encoder.weight.zero_()
+                encoder.weight[: len(c)] = A
+                encoder.bias.copy_(torch.cat([c, s.expm1().log()]))
+
+    def guide_distribution(self, x: torch.Tensor) -> MultivariateNormal:
+        """q(z1, z2 | x) over [z1, z2]: mean [μ1, A2 μ1 + c2], covariance [[Σ1, Σ1A2ᵀ], [A2Σ1, A2Σ1A2ᵀ + diag s2²]]."""
+        A1, c1, s1, A2, c2, s2 = self.guide
+        mu1 = x @ A1.T + c1
+        S1 = torch.diag(s1 ** 2)
+        cov = torch.cat([torch.cat([S1, S1 @ A2.T], 1), torch.cat([A2 @ S1, A2 @ S1 @ A2.T + torch.diag(s2 ** 2)], 1)])
+        return MultivariateNormal(torch.cat([mu1, mu1 @ A2.T + c2], -1), cov)
+
+    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """ELBO(x) = E_q[log p(x|z1) + log p(z1|z2) + log p(z2)] + H[q], each expectation of a Gaussian
+        log density of an affine function r = Mz − v of z ~ q: −(‖M m − v‖² + tr(M Σ Mᵀ))/(2 var) − (n/2) log 2π var."""
+        q = self.guide_distribution(x)
+        m, cov = q.loc, q.covariance_matrix
+        d1, d2 = self.z1_dim, self.z2_dim
+
+        def expected(M: torch.Tensor, v: torch.Tensor, var: float) -> torch.Tensor:
+            residual = ((m @ M.T - v) ** 2).sum(-1)
+            return -(residual + (M @ cov @ M.T).diagonal(dim1=-2, dim2=-1).sum(-1)) / (2 * var) - M.shape[0] / 2 * math.log(2 * math.pi * var)
+
+        zeros = torch.zeros
+        x_term = expected(torch.cat([self.W1, zeros(self.x_dim, d2, dtype=DTYPE)], 1), x - self.b1, self.sigma ** 2)
+        z1_term = expected(torch.cat([torch.eye(d1, dtype=DTYPE), -self.W2], 1), self.b2, self.tau ** 2)
+        z2_term = expected(torch.cat([zeros(d2, d1, dtype=DTYPE), torch.eye(d2, dtype=DTYPE)], 1),
+                           zeros(d2, dtype=DTYPE), 1.0)
+        return x_term + z1_term + z2_term + q.entropy()
+
+    def kl_to_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """KL(q(z1, z2|x) ‖ p(z1, z2|x)), exactly."""
+        return kl_divergence(self.guide_distribution(x), self.posterior(x))

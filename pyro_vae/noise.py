@@ -10,8 +10,9 @@ an evaluation sharded over processes gives per image what it gives in one proces
 * Rows of images: the noise of rows ``start .. stop`` of a step's global batch is cut from blocks
   of :data:`BLOCK` rows, block b drawn from a generator seeded by ``key + (b,)``
   (:func:`keyed_rows`); a process draws only the blocks its rows fall in, never the whole batch.
-* The guide's ε: :class:`GuideNoise`, a Pyro messenger on site ``"z"``, reparameterizes the guide's
-  q(z|x) with given standard normal noise, z = g(ε) (:func:`pyro_vae.annealing.noise_map`, which
+* The guide's ε: :class:`GuideNoise`, a Pyro messenger on the latent sites (``"z"``; ``"z1"``, ``"z2"``,
+  .. each with its own stream), reparameterizes the guide's q(z|x) with given standard normal noise,
+  z = g(ε) (:func:`pyro_vae.annealing.noise_map`, which
   covers every guide of the library, flows included, Kingma & Welling arXiv:1312.6114 Sec. 2.4).
   A flow's transforms run forward and cache (ε-side, z) pairs, so its ``log_prob(z)`` needs no
   inverse, as with ``rsample``.
@@ -92,10 +93,13 @@ class StepNoise:
         self.key: tuple[int, ...] | None = None
         self.start = 0
 
-    def eps(self, batch_shape: torch.Size, event_shape: torch.Size, device, dtype) -> torch.Tensor:
-        """Standard normal noise for a site of ``batch_shape`` (``(particles, rows)`` or ``(rows,)``)."""
+    def eps(self, batch_shape: torch.Size, event_shape: torch.Size, device, dtype, stream: int = 0) -> torch.Tensor:
+        """Standard normal noise for a site of ``batch_shape`` (``(particles, rows)`` or ``(rows,)``);
+        ``stream`` numbers the latent site (0: the first, ``"z"`` or ``"z1"``; the key of stream s > 0
+        ends in s, so each site of a hierarchical model has its own noise)."""
         rows = batch_shape[-1]
-        return keyed_rows((*self.key, GUIDE_NOISE), self.start, self.start + rows, event_shape, batch_shape[:-1],
+        key = (*self.key, GUIDE_NOISE) if stream == 0 else (*self.key, GUIDE_NOISE, stream)
+        return keyed_rows(key, self.start, self.start + rows, event_shape, batch_shape[:-1],
                           normal=True, device=device, dtype=dtype)
 
 
@@ -117,7 +121,7 @@ class GuideNoise(Messenger):
 
         fn = msg["fn"]
         loc = _a_tensor(fn)
-        eps = self.noise.eps(fn.batch_shape, fn.event_shape, loc.device, loc.dtype)
+        eps = self.noise.eps(fn.batch_shape, fn.event_shape, loc.device, loc.dtype, self.sites.index(msg["name"]))
         # a distribution that keeps state about its own samples (the flow guide's chain, which its
         # path derivative needs) reparameterizes itself; the others through the generic map
         reparameterize = getattr(fn, "reparameterize", None)

@@ -62,6 +62,7 @@ def plot_samples(vae: VAE, path: Path, n: int = 64) -> Path:
 
 def plot_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: Path) -> Path:
     """Scatter of E_q[z|x] coloured by label; the first two principal components when z_dim > 2.
+    For a model with several stochastic layers, the lowest one, E_q[z1|x] (``vae.encode``).
     Without labels (binarized MNIST has none) the points are coloured by the share of pixels on, a
     property of the image itself, and the title says so."""
     z = latent_means(vae, x, num_samples=64).cpu()

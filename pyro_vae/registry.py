@@ -1,6 +1,6 @@
 """Registries: a name -> factory map for each kind of swappable piece.
 
-A new prior, guide, likelihood, network or objective is one class (or factory) in one file,
+A new model, prior, guide, likelihood, network or objective is one class (or factory) in one file,
 registered with a decorator in that file::
 
     @PRIORS.register("standard_normal")
@@ -192,5 +192,7 @@ GUIDES = Registry("guide")
 LIKELIHOODS = Registry("likelihood")
 NETS = Registry("net")
 OBJECTIVES = Registry("objective")
+MODELS = Registry("model")
 #: kind -> registry (fill them by importing pyro_vae.build and pyro_vae.objectives).
-REGISTRIES = {"prior": PRIORS, "guide": GUIDES, "likelihood": LIKELIHOODS, "net": NETS, "objective": OBJECTIVES}
+REGISTRIES = {"prior": PRIORS, "guide": GUIDES, "likelihood": LIKELIHOODS, "net": NETS, "objective": OBJECTIVES,
+              "model": MODELS}

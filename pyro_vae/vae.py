@@ -13,7 +13,8 @@ Objective (Sec. 2.2, eq. 3): for every x,
 
 which :class:`pyro.infer.Trace_ELBO` estimates from the two Pyro programs below: it runs
 :meth:`VAE.guide`, replays :meth:`VAE.model` on the guide's z and averages
-log p(x, z) − log q(z|x). This file holds the only ``pyro.sample`` statements of the library.
+log p(x, z) − log q(z|x). This file holds the ``pyro.sample`` statements of the one-layer VAE (the model
+``"vae"``; those of the model with several stochastic layers are in :mod:`pyro_vae.hierarchical`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class VAE(nn.Module):
     and its values against the likelihood's support (:meth:`check_images`) at the entry points and
     whenever Pyro's validation is on.
     """
+
+    #: the latent sample sites of :meth:`model` and :meth:`guide`, bottom (next to x) first
+    latent_sites: tuple[str, ...] = ("z",)
 
     def __init__(self, prior: nn.Module, guide: nn.Module, likelihood: nn.Module,
                  encoder: nn.Module, decoder: nn.Module, x_shape: Sequence[int] | None = None):
@@ -104,6 +108,11 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> dist.Distribution:
         """q(z|x) as a distribution with batch shape ``x.shape[:1]``."""
         return self.guide_net(self.encoder(x))
+
+    def top_posterior(self, x: torch.Tensor) -> dist.Distribution:
+        """The guide's distribution of the top latent site, which the objectives compare with
+        ``prior()``: here q(z|x) itself."""
+        return self.encode(x)
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:

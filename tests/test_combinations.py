@@ -144,3 +144,30 @@ def test_runs_with_other_pieces_resume_and_evaluate_from_their_checkpoint(
     again = json.loads((out / "metrics.json").read_text())
     assert abs(again["test_elbo"] - metrics["test_elbo"]) < 4 * metrics["test_elbo_stderr"]
     assert pyro_vae.load(out / "best.pt").config == model
+
+
+@pytest.mark.parametrize("prior,guide", list(itertools.product(PRIORS.names(), GUIDES.names())))
+def test_every_pair_builds_as_a_hierarchical_model_unless_refused(prior, guide):
+    """model=hierarchical: the pairs of compatibility.MODEL_REFUSED (or REFUSED) fail with one line
+    naming the model and the piece, in RunConfig and in build_vae; every other pair builds and
+    steps every objective."""
+    from pyro_vae.compatibility import MODEL_REFUSED
+    from pyro_vae.objectives import OBJECTIVES
+
+    config = {**small_config(prior, guide), "model": {"name": "hierarchical", "options": {"upper_z_dims": [2],
+                                                                                          "upper_hidden_dims": [8]}}}
+    refused = [kind for kind, name in (("prior", prior), ("guide", guide)) if ("hierarchical", name) in MODEL_REFUSED]
+    if refused:
+        for build in (lambda: build_vae(config), lambda: pyro_vae.RunConfig(model="hierarchical", prior=prior,
+                                                                             guide=guide)):
+            with pytest.raises(pyro_vae.ConfigError) as error:
+                build()
+            assert f"model=hierarchical with {refused[0]}=" in str(error.value) and "\n" not in str(error.value)
+        return
+    vae = build_vae(config)
+    x = torch.rand(3, *X_SHAPE).bernoulli()
+    for name in OBJECTIVES.names():
+        options = {"num_particles": 2} if "num_particles" in OBJECTIVES[name].options else {}
+        loss = make_objective(name, options)(vae.model, vae.guide)(x)
+        loss.backward()
+        assert torch.isfinite(loss), name

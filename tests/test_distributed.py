@@ -89,7 +89,8 @@ def test_a_last_batch_with_fewer_images_than_processes_is_refused():
 
 CASES = [("elbo", {}, {}, 64),  # shards of 32 within one block of noise
          ("iwae", {"num_particles": 3}, {}, 75),  # uneven shards (37, 38) across blocks, a particle dimension
-         ("elbo", {}, {"guide": "iaf"}, 50)]
+         ("elbo", {}, {"guide": "iaf"}, 50),
+         ("iwae_dreg", {"num_particles": 3}, {"model": "hierarchical", "model_options": {"upper_z_dims": [3]}}, 75)]
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,25 @@ def test_every_objective_steps_and_evaluates_on_the_meta_device(prior, guide, li
     assert iwae_bound(log_w).shape == (5,)
 
 
+@pytest.mark.parametrize("prior", ["standard_normal", "learned_normal", "mixture", "flow"])
+def test_the_hierarchical_model_steps_and_evaluates_on_the_meta_device(prior):
+    """model=hierarchical (two layers): every objective, log w over both sites, on meta."""
+    options = {"net": {"hidden_dims": [8]}, "prior": {"num_components": 3} if prior == "mixture" else {},
+               "model": {"upper_z_dims": [2], "upper_hidden_dims": [4]}}
+    vae = build_vae(make_config(X_SHAPE, 3, prior=prior, model="hierarchical", options=options)).to(META)
+    x = torch.empty(5, *X_SHAPE, device=META)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, foreach=False)
+    for name in OBJECTIVES.names():
+        loss = make_objective(name, _objective_options(name))(vae.model, vae.guide)
+        optimizer.zero_grad(set_to_none=True)
+        value = loss(x)
+        value.backward()
+        optimizer.step()
+        assert value.device == META and value.shape == (), name
+    log_w = log_weights(vae, x, num_samples=4, chunk_size=2)
+    assert log_w.shape == (4, 5) and log_w.device == META
+
+
 def test_an_epoch_of_batches_is_drawn_on_the_meta_device():
     """The training data's permutation and dynamic binarization happen on the data's device."""
     images = torch.empty(10, *X_SHAPE, device=META)

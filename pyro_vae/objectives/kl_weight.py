@@ -1,6 +1,7 @@
 """β-weighted KL and linear KL warm-up, as a scale on the latent site of both model and guide.
 
-With the log-density terms of site ``"z"`` multiplied by β in the model *and* the guide,
+With the log-density terms of the latent sites (``"z"``; ``"z1"``, ``"z2"``, .. of a hierarchical model:
+the model's ``latent_sites``) multiplied by β in the model *and* the guide,
 
     Trace_ELBO:           E_q[log p(x|z) + β (log p(z) − log q(z|x))] = E_q[log p(x|z)] − β KL(q ‖ p(z)),
     TraceMeanField_ELBO:  E_q[log p(x|z)] − β KL(q ‖ p(z))   (it reads the guide site's scale),
@@ -37,6 +38,12 @@ KL_OPTIONS = (
 )
 
 
+def latent_sites_of(model) -> tuple[str, ...]:
+    """The latent sites of a model program: ``latent_sites`` of the VAE whose bound method it is, else
+    :data:`LATENT_SITES`."""
+    return tuple(getattr(getattr(model, "__self__", model), "latent_sites", LATENT_SITES))
+
+
 class LatentScaleMessenger(ScaleMessenger):
     """``poutine.scale`` restricted to the named sample sites."""
 
@@ -55,6 +62,7 @@ class KLWeightedLoss(nn.Module):
     def __init__(self, objective: KLWeighted, model, guide):
         super().__init__()
         self.objective, self.model, self.guide = objective, model, guide
+        self.sites = latent_sites_of(model)
         self.step = 0
 
     @property
@@ -62,7 +70,7 @@ class KLWeightedLoss(nn.Module):
         return self.objective.beta_at(self.step)
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        scale = LatentScaleMessenger(self.beta)
+        scale = LatentScaleMessenger(self.beta, self.sites)
         loss = self.objective.elbo.differentiable_loss(scale(self.model), scale(self.guide), *args, **kwargs)
         if torch.is_grad_enabled():  # a training step, not an evaluation
             self.step += 1
@@ -95,7 +103,7 @@ class KLWeighted:
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         """−ELBO estimate at the target β."""
-        scale = LatentScaleMessenger(self.beta)
+        scale = LatentScaleMessenger(self.beta, latent_sites_of(model))
         return self.elbo.loss(scale(model), scale(guide), *args, **kwargs)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from ..registry import OBJECTIVES
 from .kl_weight import KL_OPTIONS, with_kl_weight
@@ -19,6 +19,13 @@ class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
     closed form (:func:`~pyro_vae.objectives.traces.trace_log_weights` with ``closed_form_kl``). Like Pyro's, it needs a
     reparameterized guide; it says so with an error rather than only under validation.
     """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        # Trace_ELBO's traces, without TraceMeanField_ELBO's warning about the site order: a model
+        # with several layers (pyro_vae.hierarchical) orders its sites top-down and its guide
+        # bottom-up, and keeps the KL terms exact by registering no closed form where the order
+        # matters (its conditional priors).
+        return Trace_ELBO._get_trace(self, model, guide, args, kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         loss = None
