@@ -48,7 +48,9 @@ def test_a_second_run_on_a_locked_folder_fails_at_once_naming_the_first(tmp_path
         start = time.perf_counter()
         with pytest.raises(RunInUseError, match=rf"in use by another run \(pid {os.getpid()} on "):
             claim(folder, fresh=True)
-        assert time.perf_counter() - start < 1.0
+        # at once: the lock is not waited for (a wait would last as long as this block holds it); 10 s leaves
+        # room for a loaded machine
+        assert time.perf_counter() - start < 10.0
     with RunDirectory(folder).claim(fresh=True):  # released: free again
         pass
 
