@@ -151,8 +151,10 @@ def _as_flags(settings: dict[str, Any]) -> str:
         if name.endswith("_options"):
             kind = name[: -len("_options")]
             entry = settings.get(kind, RunConfig.__dataclass_fields__[kind].default)
-            words += [f"{REGISTRIES[kind][entry].options[option].cli_flag(entry)} {_default_text(v)}"
-                      for option, v in value.items()]
+            for option, v in value.items():
+                flag = REGISTRIES[kind][entry].options[option].cli_flag(entry)
+                # a true/false option is a --flag / --no-flag pair (BooleanOptionalAction), not a value
+                words.append((flag if v else f"--no-{flag[2:]}") if isinstance(v, bool) else f"{flag} {_default_text(v)}")
         else:
             words.append(f"{_flag(name)} {_default_text(value)}")
     return " ".join(words)
