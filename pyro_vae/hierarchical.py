@@ -42,7 +42,7 @@ from .errors import ConfigError
 from .guides.diagonal_normal import DiagonalNormal, positive_scale
 from .nets import ACTIVATIONS, mlp
 from .registry import MODELS, Option
-from .vae import VAE, _check_count
+from .vae import VAE
 
 
 class ConditionalNormal(DiagonalNormal):
@@ -133,10 +133,7 @@ class HierarchicalVAE(VAE):
     def model(self, x: torch.Tensor | None = None, num_samples: int | None = None) -> torch.Tensor:
         """p(x, z_1..z_L) = p(z_L) Π p(z_l|z_{l+1}) p(x|z_1); sites ``zL`` .. ``z1`` and ``x``, in
         ``pyro.plate("data")`` (no subsample scale)."""
-        if x is not None:
-            self._check_x(x, "x", values=is_validation_enabled())
-        else:
-            _check_count(num_samples, "num_samples")
+        self._check_model_input(x, num_samples)
         pyro.module("prior", self.prior)
         pyro.module("upper_priors", self.upper_priors)
         pyro.module("decoder", self.decoder)

@@ -79,10 +79,7 @@ class VAE(nn.Module):
         ``pyro.plate("data")``. The plate makes the images conditionally independent and carries
         no subsample scale: the loss is the sum over the batch.
         """
-        if x is not None:
-            self._check_x(x, "x", values=is_validation_enabled())
-        else:
-            _check_count(num_samples, "num_samples")
+        self._check_model_input(x, num_samples)
         pyro.module("prior", self.prior)
         if getattr(self.prior, "uses_guide", False):
             # p(z) built from q(z|u_k) (VampPrior): the encoder and guide are parameters of the
@@ -95,6 +92,14 @@ class VAE(nn.Module):
         with pyro.plate("data", size, device=x.device if x is not None else None):
             z = pyro.sample("z", self.prior())  # the plate broadcasts p(z) over the batch
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    def _check_model_input(self, x: torch.Tensor | None, num_samples: int | None) -> None:
+        """The model's input: images ``x`` (metadata; values too when Pyro's validation is on), or a
+        count of new draws."""
+        if x is not None:
+            self._check_x(x, "x", values=is_validation_enabled())
+        else:
+            _check_count(num_samples, "num_samples")
 
     def guide(self, x: torch.Tensor) -> torch.Tensor:
         """q(z|x): one reparameterized draw z = g(ε, x) per image (site ``"z"``)."""

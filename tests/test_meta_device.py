@@ -66,6 +66,11 @@ def test_every_objective_steps_and_evaluates_on_the_meta_device(prior, guide, li
     vae = meta_vae(prior, guide, likelihood)
     if vae is None:
         pytest.skip(f"{prior} × {guide} is refused at construction")
+    _step_every_objective_and_evaluate(vae)
+
+
+def _step_every_objective_and_evaluate(vae) -> None:
+    """A training step of every objective, then log w and the IWAE bound, all on meta."""
     x = torch.empty(5, *X_SHAPE, device=META)
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, foreach=False)  # see the module's docstring
     for name in OBJECTIVES.names():
@@ -89,17 +94,7 @@ def test_the_hierarchical_model_steps_and_evaluates_on_the_meta_device(prior):
     options = {"net": {"hidden_dims": [8]}, "prior": {"num_components": 3} if prior == "mixture" else {},
                "model": {"upper_z_dims": [2], "upper_hidden_dims": [4]}}
     vae = build_vae(make_config(X_SHAPE, 3, prior=prior, model="hierarchical", options=options)).to(META)
-    x = torch.empty(5, *X_SHAPE, device=META)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, foreach=False)
-    for name in OBJECTIVES.names():
-        loss = make_objective(name, _objective_options(name))(vae.model, vae.guide)
-        optimizer.zero_grad(set_to_none=True)
-        value = loss(x)
-        value.backward()
-        optimizer.step()
-        assert value.device == META and value.shape == (), name
-    log_w = log_weights(vae, x, num_samples=4, chunk_size=2)
-    assert log_w.shape == (4, 5) and log_w.device == META
+    _step_every_objective_and_evaluate(vae)
 
 
 def test_an_epoch_of_batches_is_drawn_on_the_meta_device():
